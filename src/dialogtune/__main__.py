@@ -1,0 +1,5 @@
+import sys
+
+from dialogtune.cli import main
+
+sys.exit(main())

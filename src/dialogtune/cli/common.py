@@ -1,0 +1,68 @@
+"""Argument helpers shared by verbs (data, generate, evaluate, ...).
+
+Help texts come from the :class:`DataConfig` field metadata, so the flags and the YAML
+keys cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from dialogtune.data.config import DataConfig
+
+_HELP = {f.name: str(f.metadata.get("help", "")).replace("%", "%%") for f in fields(DataConfig)}
+_DEFAULTS = DataConfig()
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts: a usage error (exit 2) instead of a later config error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_data_args(parser: argparse.ArgumentParser, default_split: str = "validation") -> None:
+    """Add ``--data --split --limit --every --sample --seed`` and the column flags."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data", metavar="SRC", default=_DEFAULTS.source, help=_HELP["source"] + " (default: %(default)s)"
+    )
+    group.add_argument("--split", default=default_split, help=_HELP["split"] + " (default: %(default)s)")
+    group.add_argument("--limit", metavar="N", type=positive_int, help=_HELP["limit"])
+    group.add_argument("--every", metavar="K", type=positive_int, help=_HELP["every"])
+    group.add_argument("--sample", metavar="N", type=positive_int, help=_HELP["sample"])
+    group.add_argument(
+        "--seed", type=int, default=_DEFAULTS.seed, help=_HELP["seed"] + " (default: %(default)s)"
+    )
+    group.add_argument("--id-column", metavar="COL", default=_DEFAULTS.id_column, help=_HELP["id_column"])
+    group.add_argument(
+        "--dialogue-column", metavar="COL", default=_DEFAULTS.dialogue_column, help=_HELP["dialogue_column"]
+    )
+    group.add_argument("--summary-column", metavar="COL", default=None, help=_HELP["summary_column"])
+    group.add_argument(
+        "--no-group-by-dialogue",
+        dest="group_by_dialogue",
+        action="store_false",
+        help="keep one record per row even when rows repeat a dialogue",
+    )
+
+
+def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+    """The :class:`DataConfig` described by the flags of :func:`add_data_args`."""
+    return DataConfig(
+        source=args.data,
+        split=args.split,
+        limit=args.limit,
+        every=args.every,
+        sample=args.sample,
+        seed=args.seed,
+        id_column=args.id_column,
+        dialogue_column=args.dialogue_column,
+        summary_column=args.summary_column,
+        group_by_dialogue=getattr(args, "group_by_dialogue", True),
+    )

@@ -1,0 +1,46 @@
+"""``dialogtune evaluate``: generate on a split, score with ROUGE (+CIs), write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from dialogtune.cli.common import add_data_args, data_config_from_args, positive_int
+from dialogtune.cli.model_args import add_generation_args, add_model_args, generation_settings_from_args, prompt_from_args
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser)
+    add_data_args(parser)
+    add_generation_args(parser)
+    group = parser.add_argument_group("scoring")
+    group.add_argument("--lsum-split", choices=["sentences", "newline", "none"], default="sentences",
+                       help="how texts are split into lines for rougeLsum (default: %(default)s)")
+    group.add_argument("--no-stemmer", action="store_true", help="disable the Porter stemmer")
+    group.add_argument("--n-resamples", type=positive_int, default=1000, help="bootstrap resamples for CIs")
+    parser.add_argument("--output-dir", required=True, help="run directory to write")
+    parser.add_argument("--json", action="store_true", help="print the metrics object as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dialogtune.data import load_records
+    from dialogtune.evaluation.rouge import RougeSettings
+    from dialogtune.evaluation.run import EvaluationSpec, evaluate_to_dir, format_metrics
+    from dialogtune.models.loading import load_model
+
+    spec = EvaluationSpec(
+        data=data_config_from_args(args), generation=generation_settings_from_args(args),
+        prompt=prompt_from_args(args), rouge=RougeSettings(use_stemmer=not args.no_stemmer, lsum_split=args.lsum_split),
+        n_resamples=args.n_resamples, seed=args.seed,
+    )
+    records = load_records(spec.data, require_references=True)
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
+    metrics = evaluate_to_dir(loaded, records, spec, args.output_dir)
+    if args.json:
+        print(json.dumps(metrics, indent=2, default=str))
+    else:
+        print(f"model: {loaded.spec.display_name}" + (f" + adapter {args.adapter}" if args.adapter else ""))
+        print(format_metrics(metrics))
+        print(f"run directory: {args.output_dir}")
+    return 0

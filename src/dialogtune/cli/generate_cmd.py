@@ -1,0 +1,42 @@
+"""``dialogtune generate``: summaries for a dataset split, written as predictions JSONL."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dialogtune.cli.common import add_data_args, data_config_from_args
+from dialogtune.cli.model_args import add_generation_args, add_model_args, generation_settings_from_args, prompt_from_args
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser)
+    add_data_args(parser)
+    add_generation_args(parser)
+    parser.add_argument("--output", required=True, help="predictions JSONL file to write")
+    parser.add_argument("--no-resume", action="store_true", help="ignore outputs of an interrupted earlier run")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dialogtune.data import load_records
+    from dialogtune.evaluation.predictions import prediction_row, write_predictions
+    from dialogtune.models.loading import load_model
+    from dialogtune.predict import predict_records
+
+    data = data_config_from_args(args)
+    settings = generation_settings_from_args(args)
+    template = prompt_from_args(args)
+    records = load_records(data)
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
+    output = Path(args.output)
+    partial = output.with_name(output.name + ".partial")
+    if args.no_resume:
+        partial.unlink(missing_ok=True)
+    predictions, stats = predict_records(loaded, records, settings, template, partial_path=partial)
+    write_predictions(output, [prediction_row(r, p) for r, p in zip(records, predictions)])
+    partial.unlink(missing_ok=True)
+    note = " (RANDOM WEIGHTS)" if loaded.spec.is_random else ""
+    print(f"wrote {len(records)} predictions to {output}{note}; "
+          f"{stats['generation_seconds']:.1f}s, {stats['resumed']} resumed")
+    return 0

@@ -1,0 +1,238 @@
+"""Raw row readers that remember where every row came from.
+
+Each reader returns a :class:`RowTable`: the rows as dicts, each paired with a location
+string (``validation.jsonl:12``, ``data.parquet row 3``) so that schema errors further
+down can point at the exact line. JSONL and CSV are read as bytes and decoded here,
+line by line on failure, so a non-UTF-8 byte is reported with its line instead of a
+``UnicodeDecodeError`` traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dialogtune.errors import DataError
+
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+# Other names people give the validation split; `--split validation` finds `dev.jsonl`.
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "validation": ("validation", "val", "valid", "dev"),
+}
+
+# Hub snapshots shard splits as `validation-00000-of-00001.parquet`.
+_SHARD = re.compile(r"^(?P<split>.+?)(?:-\d+-of-\d+)?$")
+
+
+@dataclass
+class RowTable:
+    """Rows from one file (or hub split).
+
+    Attributes:
+        name: how messages name the source (the path as given, or the hub id).
+        columns: header columns, or ``None`` when each row carries its own keys (JSON).
+        rows: ``(location, row)`` pairs in file order; locations are 1-based.
+    """
+
+    name: str
+    columns: list[str] | None
+    rows: list[tuple[str, dict[str, Any]]]
+
+
+def kind_of(value: object) -> str:
+    """A JSON-flavoured type name for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def read_file(path: Path) -> RowTable:
+    """Read one data file; the format comes from its suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type '{suffix}' (use {', '.join(SUFFIXES)})")
+    if suffix == ".parquet":
+        table = _read_parquet(path)
+    elif suffix == ".csv":
+        table = _read_csv(path)
+    else:
+        table = _read_json(path)
+    if not table.rows:
+        raise DataError(f"{path}: empty file (no rows)")
+    return table
+
+
+def find_split_files(directory: Path, split: str) -> list[Path]:
+    """The file(s) holding ``split`` in a directory of ``<split>.<ext>`` files (or a ``data/`` subfolder)."""
+    found: dict[str, list[Path]] = {}
+    for folder in (directory, directory / "data"):
+        if found or not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in SUFFIXES:
+                match = _SHARD.match(path.stem)
+                found.setdefault(match.group("split") if match else path.stem, []).append(path)
+    if not found:
+        raise DataError(f"{directory}: no data files ({', '.join(SUFFIXES)}) in this directory")
+    wanted = next((names for names in SPLIT_ALIASES.values() if split in names), (split,))
+    for name in wanted:
+        if name in found:
+            paths = found[name]
+            if len({p.suffix.lower() for p in paths}) > 1:
+                listed = ", ".join(p.name for p in paths)
+                raise DataError(f"{directory}: split '{split}' is in several formats ({listed}); keep one")
+            return paths
+    raise DataError(f"{directory}: no split '{split}' (found: {', '.join(sorted(found))}); use --split")
+
+
+def read_hub(source: str, split: str) -> RowTable:
+    """Read a split from the Hugging Face hub (needs a network; never runs remote code)."""
+    try:
+        import datasets
+
+        with _quiet_hub_logs():
+            dataset = datasets.load_dataset(source, split=split)
+        rows = dataset.to_list()
+        columns = list(dataset.column_names)
+    except Exception as exc:  # any failure here (offline, unknown id or split) is the user's to fix
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DataError(
+            f"could not load dataset '{source}' split '{split}' from the Hugging Face hub ({reason}); "
+            "pass a local directory or file with --data, e.g. --data ../shared/data/dialogsum"
+        ) from exc
+    name = f"{source} [{split}]"
+    if not rows:
+        raise DataError(f"{name}: empty split (no rows)")
+    return RowTable(name, columns, [(f"{name} row {i}", row) for i, row in enumerate(rows, 1)])
+
+
+@contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    # Offline, huggingface_hub logs a warning per retry (~25 s of them) before raising;
+    # the failure is reported once, as one line, by read_hub.
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "datasets")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _decode(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Slow path, only on failure: find the line so the message can name it.
+        for lineno, raw in enumerate(data.split(b"\n"), 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = raw[exc.start]
+                raise DataError(
+                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{byte:02x} at column {exc.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
+        raise  # unreachable: some line must fail if the whole file did
+    return text.removeprefix("\ufeff")  # a BOM would otherwise glue itself to the first key
+
+
+def _read_json(path: Path) -> RowTable:
+    text = _decode(path)
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        return _read_json_array(path, text)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    # Split on "\n" only: str.splitlines() also breaks on \u2028 etc. and would shift line numbers.
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {kind_of(row)}")
+        rows.append((f"{path}:{lineno}", row))
+    return RowTable(str(path), None, rows)
+
+
+def _read_json_array(path: Path, text: str) -> RowTable:
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for index, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise DataError(f"{path} item {index}: expected a JSON object, got {kind_of(item)}")
+        rows.append((f"{path} item {index}", item))
+    return RowTable(str(path), None, rows)
+
+
+def _read_csv(path: Path) -> RowTable:
+    text = _decode(path)
+    # newline="" keeps quoted multi-line fields intact; reader.line_num counts physical lines.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[str, dict[str, Any]]] = []
+    header: list[str] | None = None
+    try:
+        while True:
+            start = reader.line_num + 1  # a quoted field may span lines: report where the row starts
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # blank line
+            if header is None:
+                header = [name.strip() for name in fields]
+                duplicates = sorted({name for name in header if header.count(name) > 1})
+                if duplicates:
+                    raise DataError(f"{path}:{start}: duplicate column name(s) {', '.join(duplicates)}")
+                continue
+            if len(fields) != len(header):
+                raise DataError(f"{path}:{start}: expected {len(header)} fields, found {len(fields)}")
+            rows.append((f"{path}:{start}", dict(zip(header, fields, strict=True))))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    return RowTable(str(path), header or [], rows)
+
+
+def _read_parquet(path: Path) -> RowTable:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path}: cannot read as parquet ({reason})") from None
+    rows = table.to_pylist()
+    return RowTable(
+        str(path), list(table.column_names), [(f"{path} row {i}", r) for i, r in enumerate(rows, 1)]
+    )

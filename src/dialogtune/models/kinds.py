@@ -1,0 +1,143 @@
+"""The one place where seq2seq (T5, BART) and causal (Llama, SmolLM, Qwen) models differ.
+
+Everything else in dialogtune calls these methods and never branches on the model
+type: prompt formatting, truncation, padding side, label masking and decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+from dialogtune.errors import ConfigError
+from dialogtune.prompts import PromptTemplate
+
+IGNORE_INDEX = -100  # labels with this value contribute no loss (PyTorch/transformers convention)
+
+
+class ModelKind(Protocol):
+    name: str
+    padding_side: str
+
+    def format_prompt(self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate) -> str: ...
+
+    def encode_prompts(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]: ...
+
+    def decode_generated(self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int) -> list[str]: ...
+
+    def encode_example(
+        self, tokenizer: PreTrainedTokenizerBase, prompt: str, summary: str, max_target_tokens: int
+    ) -> dict[str, list[int]]: ...
+
+
+def truncate_dialogue(tokenizer: PreTrainedTokenizerBase, dialogue: str, max_tokens: int | None) -> str:
+    """Cut the dialogue (never the instruction) to ``max_tokens`` tokens.
+
+    Truncating the whole prompt would cut off "Summary:" for long dialogues, and the
+    model would no longer know what to do.
+    """
+    if not max_tokens:
+        return dialogue
+    ids = tokenizer(dialogue, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return dialogue
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+
+
+def _leading_special_token(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    without = tokenizer("a", add_special_tokens=False)["input_ids"]
+    if len(with_special) > len(without) and with_special[1 : 1 + len(without)] == without:
+        return with_special[0]
+    return None
+
+
+@dataclass(frozen=True)
+class Seq2SeqKind:
+    name: str = "seq2seq"
+    # Encoder inputs can be padded on either side; right is what T5/BART were trained with.
+    padding_side: str = "right"
+
+    def format_prompt(self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate) -> str:
+        if template.chat == "always":
+            raise ConfigError("prompt.chat=always is only for causal chat models")
+        return template.fill(dialogue)
+
+    def encode_prompts(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
+        return tokenizer(prompts, add_special_tokens=True)["input_ids"]
+
+    def decode_generated(self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int) -> list[str]:
+        # The decoder output holds only the summary (after the decoder start token).
+        return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+    def encode_example(
+        self, tokenizer: PreTrainedTokenizerBase, prompt: str, summary: str, max_target_tokens: int
+    ) -> dict[str, list[int]]:
+        input_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        labels = tokenizer(text_target=summary, add_special_tokens=True)["input_ids"][:max_target_tokens]
+        if tokenizer.eos_token_id is not None and labels and labels[-1] != tokenizer.eos_token_id:
+            labels[-1] = tokenizer.eos_token_id  # keep the end token when truncating
+        return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+@dataclass(frozen=True)
+class CausalKind:
+    name: str = "causal"
+    # Left padding so every row's last prompt token sits at the same position when
+    # generation starts; right padding would make the model continue after pads.
+    padding_side: str = "left"
+
+    def _use_chat(self, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate) -> bool:
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
+        if template.chat == "always" and not has_chat:
+            raise ConfigError("prompt.chat=always but this tokenizer has no chat template")
+        return has_chat and template.chat != "never"
+
+    def format_prompt(self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate) -> str:
+        text = template.fill(dialogue)
+        if not self._use_chat(tokenizer, template):
+            return text
+        messages = [{"role": "user", "content": text.strip()}]
+        if template.system is not None:
+            messages.insert(0, {"role": "system", "content": template.system})
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode_prompts(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
+        # Chat templates already contain their special tokens. Plain prompts get the
+        # leading token (BOS) that the tokenizer itself adds, if any, but never a
+        # trailing EOS: the model would read the prompt as finished.
+        encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        bos = _leading_special_token(tokenizer)
+        if bos is None:
+            return encoded
+        bos_text = tokenizer.convert_ids_to_tokens(bos)
+        return [ids if prompt.startswith(bos_text) else [bos, *ids] for prompt, ids in zip(prompts, encoded)]
+
+    def decode_generated(self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int) -> list[str]:
+        # generate() returns prompt + continuation for decoder-only models.
+        return [text.strip() for text in tokenizer.batch_decode(output[:, input_length:], skip_special_tokens=True)]
+
+    def encode_example(
+        self, tokenizer: PreTrainedTokenizerBase, prompt: str, summary: str, max_target_tokens: int
+    ) -> dict[str, list[int]]:
+        prompt_ids = self.encode_prompts(tokenizer, [prompt])[0]
+        target_ids = tokenizer(summary.strip(), add_special_tokens=False)["input_ids"][: max_target_tokens - 1]
+        # The model must learn to stop: end the target with EOS (for chat models the
+        # end-of-turn token, which is what their tokenizer calls eos).
+        target_ids = [*target_ids, tokenizer.eos_token_id]
+        input_ids = prompt_ids + target_ids
+        # Only summary tokens are learned; the prompt is context (train_on_input=False).
+        labels = [IGNORE_INDEX] * len(prompt_ids) + target_ids
+        return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+SEQ2SEQ = Seq2SeqKind()
+CAUSAL = CausalKind()
+
+
+def kind_for_config(config: PretrainedConfig | Any) -> ModelKind:
+    """Detect seq2seq vs causal from a transformers config."""
+    return SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else CAUSAL

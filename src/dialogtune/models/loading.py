@@ -1,0 +1,277 @@
+"""Model specs → a loaded model + tokenizer, on the right device and dtype.
+
+Safety defaults: ``trust_remote_code=False`` always, and only safetensors or GGUF
+weights (``use_safetensors=True``): a pickled ``pytorch_model.bin`` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from dialogtune.errors import ModelSpecError
+from dialogtune.io import atomic_dir
+from dialogtune.models.kinds import ModelKind, kind_for_config
+from dialogtune.models.random_configs import RANDOM_CONFIGS, build_config, byte_tokenizer
+from dialogtune.models.specs import ModelSpec, resolve_spec
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for generation or training, with what everyone needs to know about it."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    kind: ModelKind
+    spec: ModelSpec
+    adapter: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def random_init(self) -> bool:
+        return self.spec.is_random
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.spec.raw,
+            "source": self.spec.source,
+            "random_weights": self.spec.is_random,
+            "kind": self.kind.name,
+            "model_type": self.model.config.model_type,
+            "adapter": self.adapter,
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "device": str(self.device),
+        }
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept (``$DIALOGTUNE_CACHE`` or ``~/.cache/dialogtune``)."""
+    root = os.environ.get("DIALOGTUNE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dialogtune"
+    )
+    return Path(root)
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelSpecError(f"unknown device '{device}'") from exc
+
+
+def choose_dtype(dtype: str, device: torch.device, model_type: str) -> torch.dtype:
+    """fp32 on CPU unless asked; bf16 on GPUs that support it; never fp16 for T5.
+
+    T5's feed-forward activations exceed fp16's range (~65k) and give inf/NaN.
+    """
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ModelSpecError(f"unknown dtype '{dtype}' (choose auto, fp32, bf16, fp16)")
+    chosen = DTYPES[dtype]
+    if chosen == torch.float16 and model_type in ("t5", "mt5", "umt5"):
+        raise ModelSpecError("fp16 overflows in T5 models; use bf16 or fp32")
+    return chosen
+
+
+def _auto_class(config: Any) -> Any:
+    return AutoModelForSeq2SeqLM if kind_for_config(config).name == "seq2seq" else AutoModelForCausalLM
+
+
+def untie_lm_head(model: PreTrainedModel) -> None:
+    """Give a T5 v1.1 model (FLAN-T5) its own ``lm_head`` like the real checkpoints.
+
+    transformers 5 ties ``lm_head`` to the shared embeddings whenever a T5 is built
+    from a config, which undercounts FLAN-T5-base (222.9M instead of 247.6M).
+    """
+    if getattr(model.config, "scale_decoder_outputs", True):
+        return  # original T5 really is tied
+    head = model.get_output_embeddings()
+    if head is None or head.weight is not model.get_input_embeddings().weight:
+        return
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    tied = getattr(model, "all_tied_weights_keys", None)
+    if isinstance(tied, dict):
+        tied.pop("lm_head.weight", None)
+
+
+def _build_random(
+    spec: ModelSpec, seed: int = 0, empty: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if spec.location in RANDOM_CONFIGS:
+        config = build_config(spec.location)
+    else:
+        config = AutoConfig.from_pretrained(spec.location, trust_remote_code=False)
+    torch.manual_seed(seed)  # random weights, but the same ones every time
+    if empty:  # shapes only (parameter counts): no memory, no init time
+        with torch.device("meta"):
+            model = _auto_class(config).from_config(config)
+    else:
+        model = _auto_class(config).from_config(config)
+    untie_lm_head(model)
+    tokenizer = byte_tokenizer(append_eos=kind_for_config(config).name == "seq2seq")
+    return model, tokenizer
+
+
+def _embedded_cache_path(spec: ModelSpec) -> Path:
+    gguf = Path(spec.location)
+    stat = gguf.stat()
+    return cache_dir() / "models" / f"{spec.raw}-{stat.st_size}"
+
+
+def _load_gguf(spec: ModelSpec, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a GGUF file; the embedded model is converted once to safetensors in the cache.
+
+    De-quantising the GGUF takes ~17 s; the safetensors copy loads in ~1 s.
+    """
+    gguf = Path(spec.location)
+    cached = _embedded_cache_path(spec) if spec.source == "embedded" else None
+    if cached is not None and (cached / "config.json").is_file():
+        return _load_dir(str(cached), torch_dtype)
+    log.info("de-quantising %s (first load only)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    _forget_gguf_quantization(model)
+    if cached is not None:
+        try:
+            with atomic_dir(cached) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+        except OSError as exc:  # a read-only cache only costs time
+            log.warning("could not cache converted model: %s", exc)
+    return model.to(torch_dtype), tokenizer
+
+
+def _forget_gguf_quantization(model: PreTrainedModel) -> None:
+    """GGUF weights arrive fully de-quantised (plain fp32 tensors), but transformers
+    keeps the GGUF "quantizer" attached, which blocks save_pretrained and makes the
+    Trainer treat the model as quantized. Nothing quantized is left, so drop it."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def _load_dir(location: str, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    try:
+        model = _auto_class(config).from_pretrained(
+            location, dtype=torch_dtype, trust_remote_code=False, use_safetensors=True
+        )
+    except OSError as exc:
+        raise ModelSpecError(f"cannot load model weights from {location}: {str(exc).splitlines()[0]}") from exc
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+    return model, tokenizer
+
+
+def _peek_model_type(spec: ModelSpec) -> str:
+    if spec.source == "random" and spec.location in RANDOM_CONFIGS:
+        return str(RANDOM_CONFIGS[spec.location]["kind"])
+    if spec.source == "dir":
+        return str(json.loads((Path(spec.location) / "config.json").read_text()).get("model_type", ""))
+    return spec.location.lower()  # hub ids like google/flan-t5-base carry the family name
+
+
+def load_model(
+    spec: str | ModelSpec,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    adapter: str | None = None,
+    seed: int = 0,
+    empty_weights: bool = False,
+) -> LoadedModel:
+    """Load a model spec (and optionally a LoRA adapter, frozen) for use.
+
+    ``empty_weights`` builds ``random:`` models on the meta device (for counting only).
+    """
+    spec = resolve_spec(spec) if isinstance(spec, str) else spec
+    target = choose_device(device)
+    model_type = _peek_model_type(spec)
+    torch_dtype = choose_dtype(dtype, target, "t5" if "t5" in model_type else model_type)
+    if spec.source == "random":
+        model, tokenizer = _build_random(spec, seed=seed, empty=empty_weights)
+        model = model.to(torch_dtype)
+        if empty_weights:
+            target = torch.device("meta")
+    elif spec.source in ("gguf", "embedded"):
+        model, tokenizer = _load_gguf(spec, torch_dtype)
+    elif spec.source == "dir":
+        model, tokenizer = _load_dir(spec.location, torch_dtype)
+    else:
+        model, tokenizer = _load_hub(spec, torch_dtype)
+    _ensure_pad_token(tokenizer, model)
+    kind = kind_for_config(model.config)
+    tokenizer.padding_side = kind.padding_side
+    model.to(target)
+    model.eval()
+    loaded = LoadedModel(model=model, tokenizer=tokenizer, kind=kind, spec=spec)
+    if adapter is not None:
+        from dialogtune.models.adapters import attach_adapter
+
+        attach_adapter(loaded, adapter, trainable=False)
+    return loaded
+
+
+def _load_hub(spec: ModelSpec, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    try:
+        return _load_dir(spec.location, torch_dtype)
+    except ModelSpecError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(
+            f"cannot load '{spec.location}' from the hub ({str(exc).splitlines()[0][:160]}); "
+            "offline, use a local directory, a .gguf file or smollm2-135m-instruct"
+        ) from exc
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+    # Many causal tokenizers have no pad token; EOS is the usual stand-in. Padding is
+    # always masked (attention_mask, labels=-100), so its id never matters for the math.
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_tokenizer(spec: str | ModelSpec) -> PreTrainedTokenizerBase:
+    """Only the tokenizer (for ``data inspect``); builds/loads the model only when needed."""
+    spec = resolve_spec(spec) if isinstance(spec, str) else spec
+    if spec.source == "random":
+        config_kind = RANDOM_CONFIGS.get(spec.location, {}).get("kind", "llama")
+        return byte_tokenizer(append_eos=config_kind == "t5")
+    if spec.source == "embedded" and (_embedded_cache_path(spec) / "config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(_embedded_cache_path(spec)))
+    if spec.source in ("gguf", "embedded"):
+        path = Path(spec.location)
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    try:
+        return AutoTokenizer.from_pretrained(spec.location, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(f"cannot load tokenizer for '{spec.raw}': {str(exc).splitlines()[0][:160]}") from exc

@@ -1,0 +1,121 @@
+"""Batched, length-sorted generation equals one-at-a-time generation (greedy)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dialogtune.cli import main
+from dialogtune.errors import ConfigError
+from dialogtune.generation import GenerationSettings, generate
+from dialogtune.models import load_model
+
+DIALOGUES = [
+    "#Person1#: Hello, how are you?\n#Person2#: Fine, thanks.",
+    "#Person1#: Could you help me carry these boxes upstairs to the office?\n#Person2#: Sure, give me one.",
+    "#Person1#: Lunch?\n#Person2#: Yes.",
+    "#Person1#: I lost my keys somewhere in the park this morning.\n#Person2#: Let's go and look.\n"
+    "#Person1#: Thank you so much.",
+    "#Person1#: What time is it?\n#Person2#: Nine.",
+]
+
+
+@pytest.mark.parametrize("spec", ["random:tiny-t5", "random:tiny-llama"])
+def test_batched_equals_sequential(spec):
+    loaded = load_model(spec)
+    batched = generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=4)).texts
+    sequential = generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=1)).texts
+    unsorted = generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=3,
+                                                                sort_by_length=False)).texts
+    assert batched == sequential == unsorted
+    assert len(set(batched)) > 1 and all(batched)  # varied, non-empty: a meaningful comparison
+
+
+def test_beam_search_and_sampling_run():
+    loaded = load_model("random:tiny-llama")
+    beams = generate(loaded, DIALOGUES[:2], GenerationSettings(max_new_tokens=8, num_beams=3)).texts
+    assert len(beams) == 2
+    a = generate(loaded, DIALOGUES[:2], GenerationSettings(max_new_tokens=8, do_sample=True, seed=1)).texts
+    b = generate(loaded, DIALOGUES[:2], GenerationSettings(max_new_tokens=8, do_sample=True, seed=1)).texts
+    assert a == b  # seeded sampling is reproducible
+
+
+def test_truncation_keeps_instruction():
+    loaded = load_model("random:tiny-t5")
+    from dialogtune.generation import build_prompts
+    from dialogtune.prompts import PromptTemplate
+
+    prompt = build_prompts(loaded, ["x" * 500], PromptTemplate(), max_dialogue_tokens=20)[0]
+    assert prompt.startswith("Summarize the following conversation.") and prompt.endswith("Summary: ")
+    assert "x" * 20 in prompt and "x" * 21 not in prompt
+
+
+@pytest.mark.parametrize("field", [{"max_new_tokens": 0}, {"top_p": 1.5}, {"batch_size": 0}])
+def test_bad_generation_settings(field):
+    with pytest.raises(ConfigError, match=next(iter(field))):
+        GenerationSettings(**field)
+
+
+def _write_data(path):
+    rows = [{"id": f"d{i}", "dialogue": d, "summary": f"Person1 and Person2 talk {i}."}
+            for i, d in enumerate(DIALOGUES)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_generate_and_evaluate_cli(tmp_path, capsys):
+    data = tmp_path / "validation.jsonl"
+    _write_data(data)
+    out = tmp_path / "preds.jsonl"
+    assert main(["generate", "--model", "random:tiny-llama", "--data", str(data), "--max-new-tokens", "8",
+                 "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"d{i}" for i in range(5)]
+    assert all(set(r) >= {"id", "dialogue", "references", "prediction"} for r in rows)
+    assert not (tmp_path / "preds.jsonl.partial").exists()
+
+    run = tmp_path / "run"
+    assert main(["evaluate", "--model", "random:tiny-llama", "--data", str(tmp_path), "--limit", "3",
+                 "--max-new-tokens", "8", "--output-dir", str(run), "--json", "--n-resamples", "200"]) == 0
+    metrics = json.loads(capsys.readouterr().out.split("wrote")[-1].split("\n", 1)[-1]) if False else None
+    metrics = json.loads((run / "metrics" / "validation.json").read_text())
+    assert metrics["n"] == 3 and "RANDOM WEIGHTS" in metrics["warning"]
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert metrics[key]["ci_low"] <= metrics[key]["mean"] <= metrics[key]["ci_high"]
+    assert metrics["settings"]["use_stemmer"] is True
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "metadata.json", "predictions", "metrics"}
+    preds = [json.loads(line) for line in (run / "predictions" / "validation.jsonl").read_text().splitlines()]
+    assert len(preds) == 3 and "rouge1" in preds[0]["scores"]
+
+
+def test_generate_resumes_from_partial(tmp_path, monkeypatch):
+    """An interrupted run leaves a .partial file; the rerun reuses what is in it."""
+    data = tmp_path / "validation.jsonl"
+    _write_data(data)
+    out = tmp_path / "preds.jsonl"
+    args = ["generate", "--model", "random:tiny-llama", "--data", str(data), "--max-new-tokens", "8",
+            "--batch-size", "2", "--output", str(out)]
+    import dialogtune.generation as generation
+
+    real_generate = generation.GenerationSettings  # noqa: F841 - keep linters calm about the import
+    calls = {"n": 0}
+    original = generation.tqdm.update
+
+    def crash_after_first_batch(self, n=1):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, n)
+
+    monkeypatch.setattr(generation.tqdm, "update", crash_after_first_batch)
+    assert main(args) == 130
+    partial = tmp_path / "preds.jsonl.partial"
+    assert partial.exists() and not out.exists()
+    assert len(partial.read_text().splitlines()) == 1 + 4  # key line + the two batches written
+    monkeypatch.setattr(generation.tqdm, "update", original)
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5 and not partial.exists()
+    fresh = tmp_path / "fresh.jsonl"
+    assert main([*args[:-1], str(fresh), "--no-resume"]) == 0
+    assert [json.loads(x)["prediction"] for x in fresh.read_text().splitlines()] == [r["prediction"] for r in rows]
