@@ -1,0 +1,203 @@
+"""`dialogtune run`: stages are trained/evaluated once, reused on rerun, rerun only when affected.
+
+A real (tiny) experiment: random-weights Llama zero-shot vs a LoRA variant trained for 2 steps,
+on a handful of short dialogues written here. Counters wrap the real training and evaluation
+functions; file modification times confirm nothing was rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+import dialogtune.evaluation.run as evaluation_run
+import dialogtune.training as training
+from dialogtune.cli import main
+from dialogtune.experiments import load_experiment, run_experiment
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # Tiny models: thread start-up and spinning cost more than the matmuls, 10-30x more on a busy
+    # 2-core machine. One thread keeps these tests fast; the setting is restored afterwards.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    names = ["Tom", "Ann", "Bob", "Eve"]
+    for split, n in (("train", 8), ("validation", 4)):
+        with (folder / f"{split}.jsonl").open("w") as handle:
+            for i in range(n):
+                name = names[i % 4]
+                row = {
+                    "id": f"{split}-{i}",
+                    "dialogue": f"#Person1#: Tea, {name}?\n#Person2#: Yes, {i} cups.",
+                    "summary": f"#Person2# wants {i} cups of tea.",
+                }
+                handle.write(json.dumps(row) + "\n")
+    return folder
+
+
+@pytest.fixture
+def experiment_file(tmp_path: Path, data_dir: Path) -> Path:
+    lora = {
+        "model": "random:tiny-llama",
+        "method": "lora",
+        "data": {
+            "source": str(data_dir),
+            "train": {"split": "train"},
+            "eval": None,
+            "max_dialogue_tokens": 64,
+            "max_target_tokens": 16,
+        },
+        "training": {
+            "max_steps": 2,
+            "batch_size": 4,
+            "learning_rate": 1e-2,
+            "precision": "fp32",
+            "logging_steps": 1,
+        },
+        "lora": {"r": 4, "alpha": 8},
+        "eval": {"strategy": "no"},
+    }
+    experiment = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "exp"),
+        "evaluation": {
+            "data": {"source": str(data_dir), "split": "validation"},
+            "generation": {"max_new_tokens": 4, "batch_size": 4},
+            "n_resamples": 50,
+        },
+        "baseline": {"name": "zero-shot", "model": "random:tiny-llama"},
+        "variants": [{"name": "lora", "config": lora}],
+        "report": {"examples": 1, "random_examples": 1, "n_resamples": 50},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    return path
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    counter: Counter = Counter()
+    real_train, real_evaluate = training.train, evaluation_run.evaluate_to_dir
+
+    def counting_train(config, **kwargs):
+        counter["train"] += 1
+        counter["train-resume"] += bool(kwargs.get("resume"))
+        return real_train(config, **kwargs)
+
+    def counting_evaluate(loaded, records, spec, output_dir, **kwargs):
+        counter["eval:" + Path(output_dir).name] += 1
+        return real_evaluate(loaded, records, spec, output_dir, **kwargs)
+
+    monkeypatch.setattr(training, "train", counting_train)
+    monkeypatch.setattr(evaluation_run, "evaluate_to_dir", counting_evaluate)
+    return counter
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    watched = [
+        "eval/zero-shot/predictions/validation.jsonl",
+        "eval/lora/predictions/validation.jsonl",
+        "train/lora/adapter/adapter_model.safetensors",
+        "train/lora/metadata.json",
+    ]
+    return {name: (root / name).stat().st_mtime_ns for name in watched}
+
+
+def _run(path: Path, *overrides: str):
+    # In-process training, so the counters see each call (the CLI test covers the subprocess path).
+    experiment = load_experiment(path, list(overrides))
+    return run_experiment(experiment, progress=False, log=lambda _: None, isolate_training=False)
+
+
+def test_stages_are_reused_and_only_affected_ones_rerun(experiment_file: Path, calls: Counter) -> None:
+    first = _run(experiment_file)
+    root = first.output_dir
+    assert [(s.kind, s.name, s.reused) for s in first.stages] == [
+        ("eval", "zero-shot", False),
+        ("train", "lora", False),
+        ("eval", "lora", False),
+    ]
+    assert calls == Counter({"train": 1, "eval:zero-shot": 1, "eval:lora": 1})
+    for name in ("report.md", "report.html", "report.json", "rouge.png", "quality_vs_params.png"):
+        assert (root / "report" / name).is_file()
+    assert (
+        json.loads((root / "eval" / "lora" / "stage.json").read_text())["key"]
+        == first.stage("eval", "lora").key
+    )
+    manifest = json.loads((root / "experiment.json").read_text())
+    assert [r["name"] for r in manifest["runs"]] == ["zero-shot", "lora"]
+    report = (root / "report" / "report.md").read_text()
+    assert "lora vs zero-shot" in report and "RANDOM WEIGHTS" in report
+    before = _mtimes(root)
+
+    # Rerun as is: nothing is trained or generated again, no output file is rewritten.
+    second = _run(experiment_file)
+    assert all(s.reused for s in second.stages)
+    assert [s.key for s in second.stages] == [s.key for s in first.stages]
+    assert calls == Counter({"train": 1, "eval:zero-shot": 1, "eval:lora": 1})
+    assert _mtimes(root) == before
+
+    # New generation settings: every model is evaluated again, nothing is retrained.
+    third = _run(experiment_file, "evaluation.generation.max_new_tokens=5")
+    assert [(s.kind, s.reused) for s in third.stages] == [("eval", False), ("train", True), ("eval", False)]
+    assert calls == Counter({"train": 1, "eval:zero-shot": 2, "eval:lora": 2})
+
+    # A new LoRA rank: that variant alone is retrained and re-evaluated; the baseline is reused.
+    fourth = _run(experiment_file, "evaluation.generation.max_new_tokens=5", "variants.lora.set.lora.r=2")
+    assert [(s.kind, s.reused) for s in fourth.stages] == [("eval", True), ("train", False), ("eval", False)]
+    assert calls == Counter({"train": 2, "eval:zero-shot": 2, "eval:lora": 3})
+    adapter_config = json.loads((root / "train" / "lora" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 2
+
+    # An interrupted evaluation (no stage.json yet) is run again; finished stages are not.
+    (root / "eval" / "zero-shot" / "stage.json").unlink()
+    fifth = _run(experiment_file, "evaluation.generation.max_new_tokens=5", "variants.lora.set.lora.r=2")
+    assert [(s.kind, s.reused) for s in fifth.stages] == [("eval", False), ("train", True), ("eval", True)]
+    assert calls == Counter({"train": 2, "eval:zero-shot": 3, "eval:lora": 3})
+
+    # An interrupted training (config written, never finished) resumes in place, same config.
+    (root / "train" / "lora" / "metadata.json").unlink()
+    (root / "train" / "lora" / "stage.json").unlink()
+    sixth = _run(experiment_file, "evaluation.generation.max_new_tokens=5", "variants.lora.set.lora.r=2")
+    assert [(s.kind, s.reused) for s in sixth.stages] == [("eval", True), ("train", False), ("eval", False)]
+    assert calls == Counter({"train": 3, "train-resume": 1, "eval:zero-shot": 3, "eval:lora": 4})
+
+
+def test_run_cli_reports_stages(
+    experiment_file: Path, calls: Counter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(experiment_file), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "name: tiny" in out and "lora: lora on random:tiny-llama, training config valid" in out
+    assert not calls  # a dry run runs nothing
+    assert main(["run", str(experiment_file)]) == 0  # trains in a subprocess: invisible to the counters
+    out = capsys.readouterr().out
+    assert (
+        re.search(r"train lora +ran in", out) and re.search(r"eval +lora +ran in", out) and "report:" in out
+    )
+    metadata = json.loads((experiment_file.parent / "exp" / "train" / "lora" / "metadata.json").read_text())
+    assert metadata["train"]["global_step"] == 2 and metadata["parameters"]["trainable"] > 0
+    assert main(["run", str(experiment_file)]) == 0
+    assert re.search(r"train lora +reused", capsys.readouterr().out)
+    assert calls == Counter({"eval:zero-shot": 1, "eval:lora": 1})
+    assert (
+        main(["report", str(experiment_file.parent / "exp"), "--output", str(experiment_file.parent / "r")])
+        == 0
+    )
+    assert "lora vs zero-shot" in (experiment_file.parent / "r" / "report.md").read_text()
