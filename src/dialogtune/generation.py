@@ -92,11 +92,16 @@ def generate(
     *,
     progress: bool | None = None,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
+    adapter_names: Sequence[str] | None = None,
 ) -> GenerationResult:
     """Summarize ``dialogues``; returns texts in input order plus timing and token counts.
 
     ``on_batch(indices, texts)`` is called after each batch (for incremental writes).
+    ``adapter_names`` picks a LoRA adapter per dialogue (``"__base__"`` for none) on a
+    PeftModel holding several: PEFT's mixed-adapter batches, used by the server.
     """
+    if adapter_names is not None and len(adapter_names) != len(dialogues):
+        raise ValueError(f"{len(adapter_names)} adapter names for {len(dialogues)} dialogues")
     settings = settings or GenerationSettings()
     template = template or PromptTemplate()
     tok = loaded.tokenizer
@@ -119,8 +124,10 @@ def generate(
             indices = order[begin : begin + settings.batch_size]
             batch = tok.pad({"input_ids": [encoded[i] for i in indices]}, padding=True, return_tensors="pt")
             batch = {k: v.to(loaded.device) for k, v in batch.items()}
+            # Rows are reordered by length, so the adapter names follow their rows.
+            per_row = {"adapter_names": [adapter_names[i] for i in indices]} if adapter_names is not None else {}
             output = loaded.model.generate(**batch, **settings.generate_kwargs(),
-                                           pad_token_id=tok.pad_token_id)
+                                           pad_token_id=tok.pad_token_id, **per_row)
             decoded = loaded.kind.decode_generated(tok, output, batch["input_ids"].shape[1])
             new_tokens = output.shape[1] - (batch["input_ids"].shape[1] if loaded.kind.name == "causal" else 0)
             generated_tokens += new_tokens * len(indices)
