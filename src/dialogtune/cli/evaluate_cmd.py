@@ -6,7 +6,12 @@ import argparse
 import json
 
 from dialogtune.cli.common import add_data_args, data_config_from_args, positive_int
-from dialogtune.cli.model_args import add_generation_args, add_model_args, generation_settings_from_args, prompt_from_args
+from dialogtune.cli.model_args import (
+    add_generation_args,
+    add_model_args,
+    generation_settings_from_args,
+    prompt_from_args,
+)
 
 
 def register(parser: argparse.ArgumentParser) -> None:

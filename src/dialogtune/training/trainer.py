@@ -1,0 +1,55 @@
+"""transformers' Trainer with two additions: the selective causal loss, and ROUGE at evaluation.
+
+Everything else (optimiser, schedule, accumulation, mixed precision, DDP/FSDP/DeepSpeed,
+checkpoints, resume, early stopping) is the Trainer's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from dialogtune.training.callbacks import RougeProbe
+from dialogtune.training.loss import selective_causal_loss
+
+
+class DialogTrainer(Trainer):
+    """A ``Trainer`` for dialogue summarisation.
+
+    Args:
+        selective_loss: compute logits and loss only where labels are learned
+            (see :mod:`dialogtune.training.loss`); only for models that support it.
+        rouge_probe: if given, every evaluation also reports ``eval_rouge1`` ... on a few dialogues.
+    """
+
+    def __init__(self, *args: Any, selective_loss: bool = False, rouge_probe: RougeProbe | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.selective_loss = selective_loss
+        self.rouge_probe = rouge_probe
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None) -> Any:
+        if not self.selective_loss or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        loss = selective_causal_loss(model, inputs, num_items_in_batch)
+        # Same scaling as Trainer.compute_loss: with token-weighted averaging across
+        # processes, DDP's gradient mean must be undone (loss = local sum / global count).
+        if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
+                and num_items_in_batch is not None):
+            loss = loss * self.accelerator.num_processes
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if self.rouge_probe is not None and metric_key_prefix == "eval":
+            # Added here, before Trainer.evaluate logs the metrics and runs the callbacks,
+            # so best-checkpoint selection and early stopping can use ROUGE.
+            scores = self.rouge_probe(self.model)
+            output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
+        return output

@@ -1,0 +1,208 @@
+"""Training end to end on tiny models: {tiny-t5, tiny-llama} x {full, lora}.
+
+Each run trains a few steps on a small fixed dataset built here and checks: the loss goes
+down, the run directory holds exactly the expected files, a LoRA adapter is much smaller
+than the full model, and reloading the saved weights gives identical outputs.
+
+The helpers at the top (``write_dialogues``, ``tiny_overrides``) are shared with the other
+``test_training_*`` modules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dialogtune.errors import ModelSpecError
+from dialogtune.generation import GenerationSettings, generate
+from dialogtune.models.loading import load_model
+from dialogtune.models.lora import apply_lora
+from dialogtune.models.params import count_parameters
+from dialogtune.models.random_configs import build_config
+from dialogtune.training import load_config, train
+
+NAMES = ["Tom", "Anna", "Mr. Smith", "Lucy", "Bob", "Mia", "Dr. Lee", "Sam"]
+THINGS = ["pizza", "a cake", "some juice", "the music", "flowers", "a game", "bread", "tea"]
+
+
+def write_dialogues(folder: Path, n_train: int = 8, n_eval: int = 4) -> Path:
+    """A DialogSum-shaped directory (train/validation JSONL) of short, fixed dialogues."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count, offset in (("train", n_train, 0), ("validation", n_eval, 3)):
+        with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
+            for i in range(count):
+                name, thing = NAMES[(i + offset) % 8], THINGS[(i * 3 + offset) % 8]
+                dialogue = f"#Person1#: Hi {name}, are you coming tonight?\n#Person2#: Yes, I will bring {thing}."
+                summary = f"#Person2# will bring {thing}."
+                handle.write(json.dumps({"id": f"{split}_{i}", "dialogue": dialogue, "summary": summary}) + "\n")
+    return folder
+
+
+def tiny_model(folder: Path, name: str) -> str:
+    """The model spec for ``name``. ``tiny-t5`` is rebuilt from its config with T5's standard
+    init: the built-in one uses a 10x init (varied random generations), which makes its
+    logits so large (loss ~1700) that a few steps cannot show learning."""
+    if name != "tiny-t5":
+        return f"random:{name}"
+    config = build_config("tiny-t5")
+    config.initializer_factor = 1.0
+    config.save_pretrained(folder / "tiny-t5")
+    return f"random:{folder / 'tiny-t5' / 'config.json'}"
+
+
+def tiny_overrides(tmp_path: Path, model: str, method: str, *extra: str) -> list[str]:
+    """``--set`` overrides for a fast, deterministic tiny run (eval off unless ``extra`` turns it on)."""
+    data = write_dialogues(tmp_path / "data")
+    return [
+        f"model={tiny_model(tmp_path, model)}", f"method={method}", f"output_dir={tmp_path / 'run'}", f"data.source={data}",
+        "data.eval.limit=4", "data.max_dialogue_tokens=96", "data.max_target_tokens=32",
+        "training.batch_size=8", "training.max_steps=8", "training.logging_steps=1", "training.precision=fp32",
+        f"training.learning_rate={1e-2 if method == 'full' else 3e-2}", "eval.strategy=no",
+        "lora.r=4", "lora.alpha=8", "lora.dropout=0.0", *extra,
+    ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from threads, and on a busy 2-core machine every
+    # multi-threaded op can wait a scheduler slice for its second thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def logged_losses(run_dir: Path) -> list[float]:
+    history = json.loads((run_dir / "logs" / "history.json").read_text())
+    return [row["loss"] for row in history if "loss" in row]
+
+
+DIALOGUES = ["#Person1#: Hi Bob, are you coming tonight?\n#Person2#: Yes, I will bring tea.",
+             "#Person1#: Where is the cake?\n#Person2#: Anna has it."]
+ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "dialogtune_base.json", "README.md",
+                 "tokenizer.json", "tokenizer_config.json"}
+MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json"}
+
+
+@pytest.mark.parametrize("model", ["tiny-t5", "tiny-llama"])
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
+    # Evaluate on the training examples before and after (eval mode: no dropout noise).
+    config = load_config(None, tiny_overrides(tmp_path, model, method, "data.eval.split=train",
+                                              "eval.strategy=steps", "eval.steps=8", "eval.on_start=true"))
+    result = train(config, progress=False)
+    run = result.run_dir
+    history = json.loads((run / "logs" / "history.json").read_text())
+    before, after = [row["eval_loss"] for row in history if "eval_loss" in row]
+    assert after < 0.8 * before, (before, after)
+    assert len(logged_losses(run)) == 8
+
+    weights = "adapter" if method == "lora" else "model"
+    expected = {"config.yaml", "metadata.json", "logs/history.json"} | {f"{weights}/{f}" for f in
+                                                                       (ADAPTER_FILES if method == "lora" else MODEL_FILES)}
+    written = files_under(run)
+    events = {f for f in written if f.startswith("logs/events.out.tfevents")}
+    assert len(events) == 1 and written - events == expected
+
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["method"] == method and meta["precision"] == "fp32" and meta["model"]["random_weights"]
+    assert meta["loss"] == ("selective" if model == "tiny-llama" else "model")
+    assert meta["train"]["global_step"] == 8 and meta["train"]["tokens_per_s"] > 0
+    assert meta["data_fingerprint"]["train"] and meta["versions"]["transformers"]
+    full_count = count_parameters(load_model(config.model).model)["total"]
+    assert meta["parameters"]["trainable"] == (full_count if method == "full" else meta["parameters"]["trainable"])
+    if method == "lora":
+        assert 0 < meta["parameters"]["trainable"] < 0.2 * full_count
+
+    # Reload from disk: frozen (0 trainable), same logits and same generations.
+    settings = GenerationSettings(max_new_tokens=12, max_dialogue_tokens=96)
+    trained = generate(result.loaded, DIALOGUES, settings, config.prompt).texts
+    if method == "lora":
+        reloaded = load_model(config.model, adapter=str(run / "adapter"))
+    else:
+        reloaded = load_model(str(run / "model"))
+    assert count_parameters(reloaded.model)["trainable"] == (0 if method == "lora" else
+                                                             count_parameters(reloaded.model)["trainable"])
+    assert generate(reloaded, DIALOGUES, settings, config.prompt).texts == trained
+    batch = reloaded.tokenizer(DIALOGUES, return_tensors="pt", padding=True)
+    if result.loaded.kind.name == "seq2seq":
+        batch["decoder_input_ids"] = torch.zeros((2, 3), dtype=torch.long)
+    with torch.no_grad():
+        assert torch.allclose(result.loaded.model(**batch).logits, reloaded.model(**batch).logits, atol=1e-6)
+
+
+def test_adapter_is_much_smaller_than_full_model(tmp_path: Path) -> None:
+    lora = train(load_config(None, tiny_overrides(tmp_path / "l", "tiny-llama", "lora", "training.max_steps=1",
+                                                  "lora.r=1")), progress=False)
+    full = train(load_config(None, tiny_overrides(tmp_path / "f", "tiny-llama", "full", "training.max_steps=1")),
+                 progress=False)
+    adapter_bytes = (lora.run_dir / "adapter" / "adapter_model.safetensors").stat().st_size
+    model_bytes = (full.run_dir / "model" / "model.safetensors").stat().st_size
+    # r=1 on a 32-wide model: 1,024 LoRA numbers against 26,880 (the file header is ~3 KB of that).
+    assert adapter_bytes < 0.1 * model_bytes, (adapter_bytes, model_bytes)
+
+
+def test_notebook_lora_on_flan_t5_base_shapes_trains_1_4_percent() -> None:
+    """The notebook's LoRA (r=32, q/v) on FLAN-T5-base shapes: 3.5M of 251M parameters (1.41%)."""
+    model = load_model("random:flan-t5-base", empty_weights=True).model  # meta device: shapes only
+    counts = count_parameters(apply_lora(model, load_config(None, []).lora))
+    assert counts["trainable"] == 3_538_944 and counts["trainable_percent"] == pytest.approx(1.41, abs=0.01)
+
+
+def test_adapter_for_another_base_is_a_one_line_error(tmp_path: Path) -> None:
+    result = train(load_config(None, tiny_overrides(tmp_path, "tiny-t5", "lora", "training.max_steps=1")),
+                   progress=False)
+    with pytest.raises(ModelSpecError, match="does not match this model"):
+        load_model("random:tiny-llama", adapter=str(result.run_dir / "adapter"))
+
+
+def test_eval_rouge_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
+    overrides = tiny_overrides(tmp_path, "tiny-llama", "lora", "eval.strategy=steps", "eval.steps=2",
+                               "eval.rouge_dialogues=2", "eval.generation.max_new_tokens=8", "eval.metric=rouge1",
+                               "eval.early_stopping_patience=1", "training.max_steps=12")
+    result = train(load_config(None, overrides), progress=False)
+    history = json.loads((result.run_dir / "logs" / "history.json").read_text())
+    evals = [row for row in history if "eval_loss" in row]
+    assert evals and all("eval_rouge1" in row for row in evals)
+    # ROUGE of random tiny models stays flat, so patience 1 stops after the second evaluation.
+    assert result.metadata["train"]["global_step"] < 12
+    best = result.metadata["best"]
+    assert best["metric"] == "eval_rouge1" and best["step"] in {row["step"] for row in evals}
+    assert not (result.run_dir / "checkpoints").exists()
+
+
+def test_bf16_autocast_tracks_fp32(tmp_path: Path) -> None:
+    """bf16 autocast (the CPU default where the CPU has bf16) follows the fp32 loss curve."""
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        config = load_config(None, tiny_overrides(tmp_path / precision, "tiny-llama", "full",
+                                                  f"training.precision={precision}"))
+        train(config, progress=False)
+        curves[precision] = logged_losses(Path(config.output_dir))
+    assert all(abs(a - b) / a < 0.05 for a, b in zip(curves["fp32"], curves["bf16"])), curves
+
+
+def test_cli_generate_with_the_trained_adapter_matches_the_trained_model(tmp_path: Path) -> None:
+    from dialogtune.cli import main
+    from dialogtune.data import DataConfig, load_records
+    from dialogtune.io import read_jsonl
+
+    config = load_config(None, tiny_overrides(tmp_path, "tiny-llama", "lora", "training.max_steps=4"))
+    result = train(config, progress=False)
+    output = tmp_path / "predictions.jsonl"
+    args = ["generate", "--model", config.model, "--adapter", str(result.run_dir / "adapter"),
+            "--data", config.data.source, "--split", "validation", "--max-new-tokens", "12",
+            "--max-dialogue-tokens", "96", "--output", str(output)]
+    assert main(args) == 0
+    records = load_records(DataConfig(source=config.data.source, split="validation"))
+    expected = generate(result.loaded, [r.dialogue for r in records],
+                        GenerationSettings(max_new_tokens=12, max_dialogue_tokens=96), config.prompt).texts
+    assert [row["prediction"] for row in read_jsonl(output)] == expected
