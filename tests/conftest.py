@@ -20,3 +20,18 @@ def dialogsum_dir() -> Path:
     if not (DIALOGSUM_DIR / "validation.jsonl").is_file():
         pytest.skip(f"DialogSum not found at {DIALOGSUM_DIR} (set DIALOGTUNE_DIALOGSUM_DIR)")
     return DIALOGSUM_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run tiny-model tests on one torch thread, restored afterwards.
+
+    Tiny models gain nothing from intra-op threads, and on a busy 2-core machine every
+    parallel op of a 2-thread pool waits for a scheduler slice (measured 10-100x slower).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,17 +20,7 @@ import dialogtune.training as training
 from dialogtune.cli import main
 from dialogtune.experiments import load_experiment, run_experiment
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny models: thread start-up and spinning cost more than the matmuls, 10-30x more on a busy
-    # 2-core machine. One thread keeps these tests fast; the setting is restored afterwards.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -13,13 +13,7 @@ from dialogtune.generation import GenerationSettings, generate
 from dialogtune.models.loading import load_model
 from dialogtune.training import load_config, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("model", ["tiny-t5", "tiny-llama"])

@@ -10,7 +10,6 @@ import shutil
 
 import httpx
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from dialogtune.generation import GenerationSettings, generate
@@ -18,6 +17,8 @@ from dialogtune.models import load_model
 from dialogtune.prompts import PromptTemplate
 from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
 from dialogtune.serving.demo_adapters import make_random_adapter
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,16 +28,6 @@ DIALOGUES = [
     "#Person1#: Lunch?\n#Person2#: Yes.",
 ]
 NEW_TOKENS = 12
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine every
-    parallel op of a 2-thread pool waits for a scheduler slice (100x slower); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _make_adapters(spec: str, tmp_path_factory) -> tuple[str, dict[str, str]]:

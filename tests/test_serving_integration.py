@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from dialogtune.models import load_model
 from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine every
-    parallel op of a 2-thread pool waits for a scheduler slice (100x slower); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def test_embedded_model_summarizes_over_http():

@@ -15,27 +15,18 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-import torch
 import uvicorn
 
 from dialogtune.models import load_model
 from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
 from dialogtune.serving.demo_adapters import make_random_adapter
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOKEN = "load-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DIALOGUES = ["#Person1#: Lunch?\n#Person2#: Yes.", "#Person1#: Is the train late?\n#Person2#: Ten minutes.",
              "#Person1#: Can I pay by card?\n#Person2#: Of course.", "#Person1#: Bye!\n#Person2#: See you."]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine every
-    parallel op of a 2-thread pool waits for a scheduler slice (100x slower); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

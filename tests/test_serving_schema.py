@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-import torch
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
@@ -17,17 +16,9 @@ from dialogtune.models import load_model
 from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
 from dialogtune.serving.demo_adapters import make_random_adapter
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOKEN = "schema-test-token"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine every
-    parallel op of a 2-thread pool waits for a scheduler slice (100x slower); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import socket
 import sys
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from dialogtune.cli import main
@@ -16,20 +15,12 @@ from dialogtune.generation import GenerationSettings, generate
 from dialogtune.models import load_model
 from dialogtune.serving.demo_adapters import make_random_adapter
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SPEC = "random:tiny-llama"
 DIALOGUES = ["#Person1#: Lunch?\n#Person2#: Yes.", "#Person1#: Is the train late?\n#Person2#: Ten minutes.",
              "#Person1#: Can I pay by card?\n#Person2#: Of course."]
 FAST = ["--max-new-tokens", "8"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine every
-    parallel op of a 2-thread pool waits for a scheduler slice (100x slower); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

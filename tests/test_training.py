@@ -24,6 +24,8 @@ from dialogtune.models.params import count_parameters
 from dialogtune.models.random_configs import build_config
 from dialogtune.training import load_config, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 NAMES = ["Tom", "Anna", "Mr. Smith", "Lucy", "Bob", "Mia", "Dr. Lee", "Sam"]
 THINGS = ["pizza", "a cake", "some juice", "the music", "flowers", "a game", "bread", "tea"]
 
@@ -63,16 +65,6 @@ def tiny_overrides(tmp_path: Path, model: str, method: str, *extra: str) -> list
         f"training.learning_rate={1e-2 if method == 'full' else 3e-2}", "eval.strategy=no",
         "lora.r=4", "lora.alpha=8", "lora.dropout=0.0", *extra,
     ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from threads, and on a busy 2-core machine every
-    # multi-threaded op can wait a scheduler slice for its second thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def files_under(folder: Path) -> set[str]:
