@@ -35,6 +35,11 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
                        help="truncate longer dialogues to this many tokens (the instruction is kept)")
     group.add_argument("--no-sort", action="store_true", help="do not sort prompts by length before batching")
     group.add_argument("--generation-seed", type=int, default=0, help="seed for sampling")
+    add_prompt_args(parser)
+
+
+def add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    """``--prompt-template --chat --system-prompt``: read back by :func:`prompt_from_args`."""
     prompt = parser.add_argument_group("prompt")
     prompt.add_argument("--prompt-template", default=None,
                         help="template text or @FILE with one {dialogue} placeholder (default: the notebook's)")

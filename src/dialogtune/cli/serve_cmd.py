@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from dialogtune.cli.common import positive_int
-from dialogtune.cli.model_args import add_model_args
+from dialogtune.cli.model_args import add_model_args, add_prompt_args
 from dialogtune.errors import ConfigError
 
 _TOKEN_ENV = "DIALOGTUNE_API_TOKEN"  # = serving.config.TOKEN_ENV; not imported so --help stays fast
@@ -73,12 +73,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="beyond this many waiting dialogues, requests get 503 (default: %(default)s)")
     limits.add_argument("--no-mixed-batches", action="store_true",
                         help="never put different adapters in one generate call")
-    prompt = parser.add_argument_group("prompt")
-    prompt.add_argument("--prompt-template", default=None,
-                        help="template text or @FILE with one {dialogue} placeholder (default: the notebook's)")
-    prompt.add_argument("--chat", choices=["auto", "always", "never"], default="auto",
-                        help="use the tokenizer's chat template for causal models (default: auto)")
-    prompt.add_argument("--system-prompt", default=None, help="system message for chat templates")
+    add_prompt_args(parser)
     parser.set_defaults(func=run)
 
 
