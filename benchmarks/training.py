@@ -1,22 +1,33 @@
 """Training throughput and memory: the notebook's recipe vs dialogtune's, full and LoRA.
 
-Same model (the embedded SmolLM2-135M-Instruct, real shapes), same DialogSum examples,
-same Trainer, one epoch each, so both recipes process exactly the same examples:
+For each model, on the same DialogSum examples, with the same Trainer, one epoch each:
 
-- notebook: every example padded to ``--max-length`` (512) tokens, labels = input ids with
-  the padding *not* masked (nor the prompt), fixed order, the model's full-vocabulary loss,
-  fp32;
-- dialogtune: dynamic padding, prompt and padding masked (-100), length-grouped batches,
-  the selective loss (lm_head only where labels are), and bf16 autocast where the CPU has
-  bf16 (``training.precision: auto``);
-- dialogtune+gc: the same with gradient checkpointing (activations recomputed in backward),
-  where LoRA's memory advantage shows: without it, activations dominate at this size.
+- notebook: every example padded to ``--max-length`` (512) tokens — for seq2seq models the
+  labels too, as the notebook's ``padding="max_length"`` does on both sides — labels padded
+  with the pad id and learned (causal: the prompt too), fixed order, the model's own
+  full-vocabulary loss, fp32;
+- dialogtune: dynamic padding, prompt and padding masked (-100), length-grouped batches
+  (:mod:`dialogtune.training.sampler`), the selective loss for causal models (lm_head only
+  where labels are), bf16 autocast where the CPU has bf16 (``training.precision: auto``) and,
+  for LoRA, the frozen weights stored in bf16 (``training.frozen_weights: auto``);
+- dialogtune+gc: the same with gradient checkpointing (activations recomputed in backward).
+
+Models: the embedded SmolLM2-135M-Instruct (real weights and tokenizer) and FLAN-T5-base's
+exact architecture with random weights (the notebook's model; its weights are not
+reachable offline). Throughput does not depend on the weights' values, but on token counts:
+T5's SentencePiece tokenizer is not available offline either, so its examples are
+SmolLM2's BPE token ids folded into T5's vocabulary (same lengths as SmolLM2 tokens of
+the same text). Its loss values mean nothing; its examples/s and memory are real.
+
+LoRA: the shipped recipes' settings — SmolLM2 r=16, alpha=32, attention+MLP projections,
+no dropout (configs/smollm2-lora-cpu.yaml); FLAN-T5 the notebook's r=32, alpha=32, q/v,
+dropout 0.05.
 
 Each configuration runs in its own subprocess so peak memory (``ru_maxrss``) is its own.
 Writes ``benchmarks/results/training.json``::
 
-    python benchmarks/training.py --threads 1    # ~12 min on a (busy) 2-core CPU
-    python benchmarks/training.py --examples 16  # quicker, noisier
+    python benchmarks/training.py                          # both models, ~25 min on an idle 2-core CPU
+    python benchmarks/training.py --models smollm2-135m-instruct --examples 16   # quicker, noisier
 """
 
 from __future__ import annotations
@@ -45,29 +56,53 @@ def _rss_mb(peak: bool) -> float:
     return int(line.split()[1]) / 1024
 
 
-def _notebook_examples(loaded: Any, encoded: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
-    """The notebook's preprocessing, for a causal model: prompt + summary padded to
-    ``max_length``; labels are the input ids, pad and prompt tokens included."""
-    pad = loaded.tokenizer.pad_token_id
+def _notebook_examples(encoded: list[dict[str, list[int]]], pad: int, max_length: int,
+                       seq2seq: bool) -> list[dict[str, list[int]]]:
+    """The notebook's preprocessing: inputs padded to ``max_length``; labels padded with the
+    pad id and learned. Seq2seq: labels = the summary, also padded to ``max_length``. Causal:
+    labels = the input ids (prompt + summary), pad tokens included."""
     rows = []
     for example in encoded:
-        ids = example["input_ids"][:max_length]
+        if seq2seq:
+            ids, summary = example["input_ids"][:max_length], example["labels"][:max_length]
+            labels = summary + [pad] * (max_length - len(summary))
+        else:
+            ids = example["input_ids"][:max_length]
+            labels = ids + [pad] * (max_length - len(ids))
         padding = max_length - len(ids)
         rows.append({"input_ids": ids + [pad] * padding, "attention_mask": [1] * len(ids) + [0] * padding,
-                     "labels": ids + [pad] * padding})
+                     "labels": labels})
     return rows
+
+
+def _standin_seq2seq_examples(records: list[Any], max_length: int, vocab_size: int) -> list[dict[str, list[int]]]:
+    """Seq2seq examples with realistic lengths for a model without its tokenizer: the
+    notebook's prompt and the summary tokenized by SmolLM2's BPE, ids folded into the
+    model's vocabulary past its 3 specials (T5: pad 0, eos 1, unk 2), eos appended."""
+    from dialogtune.models.loading import load_tokenizer
+    from dialogtune.prompts import PromptTemplate
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    template = PromptTemplate()
+
+    def ids(text: str, limit: int) -> list[int]:
+        return [3 + i % (vocab_size - 3) for i in tokenizer(text, add_special_tokens=False)["input_ids"]][:limit - 1] + [1]
+
+    return [{"input_ids": ids(template.template.format(dialogue=r.dialogue), max_length),
+             "labels": ids(r.references[0], 128)} for r in records]
 
 
 class _CountingCollator:
     """Wraps a collator to count padded and real (attention) tokens per batch."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.padded, self.real = inner, 0, 0
+        self.inner, self.padded, self.real, self.label_positions = inner, 0, 0, 0
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.inner(features)
         self.padded += batch["input_ids"].numel()
         self.real += int(batch["attention_mask"].sum())
+        self.label_positions += batch["labels"].numel()  # seq2seq: decoder positions computed
         return batch
 
 
@@ -78,32 +113,45 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from dialogtune.data import DataConfig, load_records
     from dialogtune.models.loading import load_model
-    from dialogtune.models.lora import LoraSettings, apply_lora
+    from dialogtune.models.lora import apply_lora
     from dialogtune.prompts import PromptTemplate
     from dialogtune.training.collator import make_collator
     from dialogtune.training.dataset import ExampleDataset, encode_records
     from dialogtune.training.loss import supports_selective_loss
-    from dialogtune.training.recipe import resolve_precision
+    from dialogtune.training.precision import (
+        freeze_linears_in_bf16,
+        resolve_frozen_weights,
+        resolve_precision,
+    )
     from dialogtune.training.trainer import DialogTrainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe, method = args.worker
+    dialogtune = recipe.startswith("dialogtune")
     loaded = load_model(args.model, dtype="fp32", device="cpu")
+    seq2seq = loaded.kind.name == "seq2seq"
     records = load_records(DataConfig(source=str(DIALOGSUM), split="train", limit=args.examples))
-    encoded = encode_records(loaded, records, PromptTemplate(), max_dialogue_tokens=args.max_length,
-                             max_target_tokens=128)
+    if seq2seq and loaded.random_init:
+        encoded = _standin_seq2seq_examples(records, args.max_length, loaded.model.config.vocab_size)
+    else:
+        encoded = encode_records(loaded, records, PromptTemplate(), max_dialogue_tokens=args.max_length,
+                                 max_target_tokens=128)
     torch.manual_seed(0)
     if method == "lora":
-        loaded.model = apply_lora(loaded.model, LoraSettings(r=16, alpha=32, dropout=0.0))
+        loaded.model = apply_lora(loaded.model, _lora_settings(loaded.model.config.model_type))
+    precision = resolve_precision("auto", loaded.model.config.model_type, use_cuda=False) if dialogtune else "fp32"
+    frozen = resolve_frozen_weights("auto", method=method, precision=precision, sharded=False)
+    if frozen == "bf16":
+        freeze_linears_in_bf16(loaded.model)
+    with torch.no_grad():  # page every weight in (safetensors loads lazily), so RSS after load counts them
+        sum(float(p.float().sum()) for p in loaded.model.parameters())
     baseline_mb = _rss_mb(peak=False)
 
-    dialogtune = recipe.startswith("dialogtune")
-    precision = resolve_precision("auto", loaded.model.config.model_type, use_cuda=False) if dialogtune else "fp32"
     if dialogtune:
         dataset, collator = ExampleDataset(encoded), _CountingCollator(make_collator(loaded.tokenizer))
     else:
-        dataset = ExampleDataset(_notebook_examples(loaded, encoded, args.max_length))
+        dataset = ExampleDataset(_notebook_examples(encoded, loaded.tokenizer.pad_token_id, args.max_length, seq2seq))
         collator = _CountingCollator(default_data_collator)
     training_args = TrainingArguments(
         output_dir=str(Path(args.scratch) / f"{recipe}-{method}"), per_device_train_batch_size=args.batch_size,
@@ -120,12 +168,14 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     peak_mb = _rss_mb(peak=True)
     return {
-        "recipe": recipe, "method": method, "precision": precision, "steps": trainer.state.global_step,
+        "model": args.model, "recipe": recipe, "method": method, "precision": precision, "frozen_weights": frozen,
+        "steps": trainer.state.global_step,
         "examples": len(dataset), "seconds": round(seconds, 2),
         "examples_per_s": round(len(dataset) / seconds, 4),
         "real_tokens_per_s": round(collator.real / seconds, 1),     # tokens that carry text
         "padded_tokens_per_s": round(collator.padded / seconds, 1),  # tensor positions computed
         "padding_fraction": round(1 - collator.real / collator.padded, 3),
+        "label_positions_per_example": round(collator.label_positions / len(dataset), 1),
         "train_loss": round(output.training_loss, 4),
         "peak_rss_mb": round(peak_mb, 1), "rss_after_load_mb": round(baseline_mb, 1),
         "training_memory_mb": round(peak_mb - baseline_mb, 1),
@@ -133,32 +183,26 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--examples", type=int, default=32, help="DialogSum train dialogues (one epoch)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=512, help="the notebook's padding length")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "training.json"))
-    parser.add_argument("--scratch", default="/tmp/dialogtune-bench-training")
-    parser.add_argument("--worker", nargs=2, metavar=("RECIPE", "METHOD"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print("RESULT " + json.dumps(worker(args)), flush=True)
-        return
-    if not (DIALOGSUM / "train.jsonl").is_file():
-        sys.exit(f"DialogSum not found at {DIALOGSUM} (set DIALOGTUNE_DIALOGSUM_DIR)")
+def _lora_settings(model_type: str) -> Any:
+    """The shipped recipes' LoRA: the notebook's for T5, configs/smollm2-lora-cpu.yaml's for Llamas."""
+    from dialogtune.models.lora import LoraSettings
 
+    if model_type == "t5":
+        return LoraSettings(r=32, alpha=32, dropout=0.05)
+    return LoraSettings(r=16, alpha=32, dropout=0.0)
+
+
+def _run_model(model: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
     results = []
     for recipe, method in CONFIGS:
-        command = [sys.executable, __file__, "--worker", recipe, method, "--model", args.model,
+        command = [sys.executable, __file__, "--worker", recipe, method, "--models", model,
                    "--examples", str(args.examples), "--batch-size", str(args.batch_size),
                    "--max-length", str(args.max_length), "--threads", str(args.threads), "--scratch", args.scratch]
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        done = subprocess.run(command, capture_output=True, text=True,
+                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:
-            sys.exit(f"{recipe}/{method} failed:\n{done.stderr[-3000:]}")
+            sys.exit(f"{model} {recipe}/{method} failed:\n{done.stderr[-3000:]}")
         results.append(json.loads(line[len("RESULT "):]))
         print(json.dumps(results[-1]), flush=True)
 
@@ -173,17 +217,46 @@ def main() -> None:
             by[recipe, "lora"]["peak_rss_mb"] / by[recipe, "full"]["peak_rss_mb"], 3)
         ratios[f"{recipe}_lora_over_full_training_memory"] = round(
             by[recipe, "lora"]["training_memory_mb"] / by[recipe, "full"]["training_memory_mb"], 3)
-    report = {
+    return results, ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "random:flan-t5-base"])
+    parser.add_argument("--examples", type=int, default=32, help="DialogSum train dialogues (one epoch)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=512, help="the notebook's padding length")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "training.json"))
+    parser.add_argument("--scratch", default="/tmp/dialogtune-bench-training")
+    parser.add_argument("--worker", nargs=2, metavar=("RECIPE", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.model = args.models[0]
+        print("RESULT " + json.dumps(worker(args)), flush=True)
+        return
+    if not (DIALOGSUM / "train.jsonl").is_file():
+        sys.exit(f"DialogSum not found at {DIALOGSUM} (set DIALOGTUNE_DIALOGSUM_DIR)")
+
+    from dialogtune.io import write_json
+
+    models = {}
+    for model in args.models:
+        results, ratios = _run_model(model, args)
+        models[model] = {"results": results, "ratios": ratios}
+        print(model, json.dumps(ratios, indent=2), flush=True)
+    write_json(Path(args.output), {
         "benchmark": "training: notebook recipe vs dialogtune recipe (one epoch, same examples)",
-        "model": args.model, "examples": args.examples, "batch_size": args.batch_size, "max_length": args.max_length,
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": "q,k,v,o,gate,up,down"},
+        "examples": args.examples, "batch_size": args.batch_size, "max_length": args.max_length,
+        "lora": {"t5": "r=32, alpha=32, q/v, dropout 0.05 (the notebook's)",
+                 "llama": "r=16, alpha=32, q/k/v/o/gate/up/down, dropout 0 (configs/smollm2-lora-cpu.yaml)"},
+        "notes": {"random:flan-t5-base": "FLAN-T5-base architecture with RANDOM weights (the real ones are not "
+                  "reachable offline); token ids from SmolLM2's tokenizer folded into T5's vocabulary. "
+                  "Speed and memory are real; its loss values are meaningless."},
         "machine": {"cpus": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "results": results, "ratios": ratios,
+        "models": models,
         "targets": {"examples_per_s_ratio": ">= 5", "lora_over_full_peak_memory": "<= 0.6"},
-    }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(ratios, indent=2))
+    })
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class RougeProbe:
     records: Sequence[Record]
     settings: GenerationSettings
     template: PromptTemplate
+    bf16_autocast: bool = False  # generate as the model trains (needed with bf16 frozen weights)
     last_predictions: list[str] = dataclasses.field(default_factory=list)
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
@@ -40,8 +41,10 @@ class RougeProbe:
         model.eval()  # no dropout while generating
         try:
             probe = dataclasses.replace(self.loaded, model=model)
-            result = generate(probe, [r.dialogue for r in self.records], self.settings, self.template,
-                              progress=False)
+            device = next(model.parameters()).device.type
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16_autocast):
+                result = generate(probe, [r.dialogue for r in self.records], self.settings, self.template,
+                                  progress=False)
         finally:
             model.train(was_training)
         self.last_predictions = result.texts

@@ -99,6 +99,9 @@ class TrainingSettings:
     max_grad_norm: float = 1.0
     precision: str = field(default="auto", metadata={
         "help": "auto (bf16 autocast where the hardware has bf16, else fp32), fp32, bf16, fp16 (never for T5)"})
+    frozen_weights: str = field(default="auto", metadata={
+        "help": "LoRA's frozen Linear weights: auto (bf16 when training in bf16: same matmuls, less memory), "
+                "fp32, bf16"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations: less memory, ~30% slower"})
     group_by_length: bool = field(default=True, metadata={"help": "batch examples of similar length (less padding)"})
     selective_loss: bool = field(default=True, metadata={
@@ -124,6 +127,7 @@ class TrainingSettings:
             "logging_steps": self.logging_steps >= 1, "save_total_limit": self.save_total_limit >= 1,
             "save_steps": self.save_steps is None or self.save_steps >= 1, "num_workers": self.num_workers >= 0,
             "precision": self.precision in ("auto", "fp32", "bf16", "fp16"),
+            "frozen_weights": self.frozen_weights in ("auto", "fp32", "bf16"),
             "lr_scheduler": self.lr_scheduler in SCHEDULERS,
         }
         for key, ok in checks.items():

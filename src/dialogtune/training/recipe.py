@@ -46,9 +46,13 @@ from dialogtune.training.collator import make_collator
 from dialogtune.training.config import TrainConfig, parse_yaml
 from dialogtune.training.dataset import ExampleDataset, encode_records, token_counts
 from dialogtune.training.loss import supports_selective_loss
+from dialogtune.training.precision import (
+    freeze_linears_in_bf16,
+    resolve_frozen_weights,
+    resolve_precision,
+    unfreeze_linears_to_fp32,
+)
 from dialogtune.training.trainer import DialogTrainer
-
-T5_FAMILY = ("t5", "mt5", "umt5")
 
 
 @dataclass
@@ -79,6 +83,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     if config.method == "lora":
         loaded.model = apply_lora(loaded.model, config.lora)
     parameters = count_parameters(loaded.model)
+    frozen = resolve_frozen_weights(config.training.frozen_weights, method=config.method, precision=precision,
+                                    sharded=bool(config.training.fsdp or config.training.deepspeed))
+    if frozen == "bf16":
+        freeze_linears_in_bf16(loaded.model)  # identical matmuls under autocast, less memory
 
     # ---- setup: data -------------------------------------------------------------------------
     train_records = load_records(config.data.data_config("train"), require_references=True)
@@ -108,7 +116,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     trainer = DialogTrainer(
         model=loaded.model, args=args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=make_collator(loaded.tokenizer), processing_class=loaded.tokenizer, callbacks=callbacks,
-        selective_loss=selective, rouge_probe=_rouge_probe(loaded, eval_records, config),
+        selective_loss=selective, rouge_probe=_rouge_probe(loaded, eval_records, config, precision),
     )
 
     # ---- train ---------------------------------------------------------------------------------
@@ -118,6 +126,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     loaded.model = trainer.accelerator.unwrap_model(trainer.model)  # best weights when eval.load_best
     loaded.model.eval()
+    if frozen == "bf16":
+        # Callers may run the returned model without autocast; its base keeps the bf16 rounding
+        # (the saved adapter is what loads onto the exact base).
+        unfreeze_linears_to_fp32(loaded.model)
 
     # ---- save ----------------------------------------------------------------------------------
     # Every process takes part: under FSDP / ZeRO-3 this gathers the sharded weights.
@@ -129,7 +141,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         write_json(run_dir / "logs" / "history.json", trainer.state.log_history)
         metadata = run_metadata(
             started, model=loaded.describe(), method=config.method, parameters=parameters,
-            precision=precision, loss="selective" if selective else "model",
+            precision=precision, frozen_weights=frozen, loss="selective" if selective else "model",
             world_size=args.world_size, resumed_from=checkpoint.name if checkpoint else None,
             data_fingerprint={"train": data_fingerprint(train_records),
                               "eval": data_fingerprint(eval_records) if eval_records else None},
@@ -146,33 +158,6 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
     _barrier(args)
     return TrainResult(run_dir=run_dir, loaded=loaded, metadata=metadata)
-
-
-def resolve_precision(setting: str, model_type: str, use_cuda: bool) -> str:
-    """fp32, bf16 (autocast over fp32 weights) or fp16; T5 never gets fp16.
-
-    ``auto`` picks bf16 where the hardware computes in bf16 natively (Ampere+ GPUs; CPUs
-    with AVX512-BF16/AMX), else fp32. T5 overflows fp16's range (~65k) in its feed-forward
-    activations; bf16 has fp32's range, so it is safe for T5 too.
-    """
-    if setting == "fp16" and model_type in T5_FAMILY:
-        raise ConfigError("training.precision=fp16 overflows in T5 models; use bf16 or fp32")
-    if setting == "fp16" and not use_cuda:
-        raise ConfigError("training.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
-    if setting == "bf16" and use_cuda and not torch.cuda.is_bf16_supported():
-        raise ConfigError("training.precision=bf16: this GPU has no bf16 (pre-Ampere); use fp32 or fp16")
-    if setting != "auto":
-        return setting
-    if use_cuda:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if _cpu_has_bf16() else "fp32"
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
-        return False
 
 
 def _use_cuda(config: TrainConfig) -> bool:
@@ -228,13 +213,14 @@ def training_arguments(config: TrainConfig, precision: str, *, progress: bool = 
     )
 
 
-def _rouge_probe(loaded: LoadedModel, records: list[Record], config: TrainConfig) -> RougeProbe | None:
+def _rouge_probe(loaded: LoadedModel, records: list[Record], config: TrainConfig,
+                 precision: str) -> RougeProbe | None:
     if not config.eval.enabled or config.eval.rouge_dialogues < 1 or not records:
         return None
     # Prompts are cut as in training, so ROUGE measures what the model was trained on.
     settings = replace(config.eval.generation, max_dialogue_tokens=config.data.max_dialogue_tokens)
     return RougeProbe(loaded=loaded, records=records[: config.eval.rouge_dialogues], settings=settings,
-                      template=config.prompt)
+                      template=config.prompt, bf16_autocast=precision == "bf16")
 
 
 def _last_eval(history: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""transformers' Trainer with two additions: the selective causal loss, and ROUGE at evaluation.
+"""transformers' Trainer with three additions: the selective causal loss, ROUGE at evaluation,
+and length grouping that also groups small datasets (:mod:`dialogtune.training.sampler`).
 
 Everything else (optimiser, schedule, accumulation, mixed precision, DDP/FSDP/DeepSpeed,
 checkpoints, resume, early stopping) is the Trainer's own.
@@ -13,6 +14,7 @@ from transformers import Trainer
 
 from dialogtune.training.callbacks import RougeProbe
 from dialogtune.training.loss import selective_causal_loss
+from dialogtune.training.sampler import LengthGroupedBatches
 
 
 class DialogTrainer(Trainer):
@@ -29,6 +31,15 @@ class DialogTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.selective_loss = selective_loss
         self.rouge_probe = rouge_probe
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        examples = getattr(dataset, "examples", None)  # dialogtune's ExampleDataset
+        if self.args.train_sampling_strategy != "group_by_length" or examples is None:
+            return super()._get_train_sampler(train_dataset)
+        # Same batch size as transformers groups by: the examples of one optimizer step.
+        return LengthGroupedBatches([len(e["input_ids"]) for e in examples],
+                                    self.args.train_batch_size * self.args.gradient_accumulation_steps)
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
