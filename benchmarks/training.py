@@ -158,8 +158,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         num_train_epochs=1, learning_rate=1e-3 if method == "lora" else 1e-5, bf16=precision == "bf16",
         train_sampling_strategy="group_by_length" if dialogtune else "sequential", logging_strategy="no",
         save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
-        label_names=["labels"], gradient_checkpointing=recipe.endswith("+gc"),
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        label_names=["labels"], activation_checkpointing=recipe.endswith("+gc"),
+        activation_checkpointing_kwargs={"use_reentrant": False},
     )
     trainer = DialogTrainer(model=loaded.model, args=training_args, train_dataset=dataset, data_collator=collator,
                             selective_loss=dialogtune and supports_selective_loss(loaded.model))

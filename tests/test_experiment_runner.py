@@ -191,3 +191,66 @@ def test_run_cli_reports_stages(
         == 0
     )
     assert "lora vs zero-shot" in (experiment_file.parent / "r" / "report.md").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for init to reap it (it was re-parented when its parent died)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_killing_the_runner_stops_its_training_process(tmp_path: Path, data_dir: Path) -> None:
+    """`kill -9` of the parent must not leave a training running on (it would hold the CPU
+    and the run directory); the training child gets SIGTERM from the kernel."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = f"""
+import torch
+torch.set_num_threads(1)
+from dialogtune.training import load_config
+from dialogtune.experiments.runner import _train_in_subprocess
+config = load_config(None, ["model=random:tiny-llama", "method=lora", "output_dir={tmp_path / 'run'}",
+                            "data.source={data_dir}", "data.eval=null", "training.max_steps=1000000",
+                            "training.precision=fp32", "training.logging_steps=1000", "training.save_steps=1000000",
+                            "eval.strategy=no"])
+_train_in_subprocess(config, resume=False, overwrite=False, progress=False)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline, trainer = time.time() + 120, None
+        while trainer is None and time.time() < deadline and parent.poll() is None:
+            trainer = next((c for c in _children(parent.pid) if "resource_tracker" not in _cmdline(c)), None)
+            time.sleep(0.2)
+        assert trainer is not None, "the training process never started"
+        # Let it get into training (the config is written once the Trainer is set up).
+        while not (tmp_path / "run" / "config.yaml").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (tmp_path / "run" / "config.yaml").exists()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        gone_by = time.time() + 30
+        while _alive(trainer) and time.time() < gone_by:
+            time.sleep(0.2)
+        assert not _alive(trainer)
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -73,10 +73,12 @@ def test_text_on_stdin_and_forced_format(monkeypatch, capsys, tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ('{"dialogue": "a"}\n{"text": "b"}\n', "input.jsonl:2: field 'dialogue' is missing; fields: text"),
-    ('{"dialogue": "a"}\n{"dialogue": \n', "input.jsonl:2: not valid JSON"),
+    ('{"dialogue": "a"}\n{"dialogue": \n', "input.jsonl:2:14: malformed JSON (Expecting value)"),
     ('{"dialogue": ""}\n', "input.jsonl:1: field 'dialogue' is not a non-empty string"),
-    ('["a"]\n', "input.jsonl:1: expected a JSON object, got list"),
+    ('["a"]\n', "input.jsonl:1: expected a JSON object per line, got list"),
     ("\n\n", "input.jsonl: empty input"),
+    # U+2028 inside a JSON string is not a line break: the bad row is still line 3.
+    ('{"dialogue": "a\u2028b"}\n{"dialogue": "c"}\n{"dialogue": 1}\n', "input.jsonl:3: field 'dialogue'"),
 ])
 def test_bad_jsonl_is_one_line_with_file_and_line(tmp_path, capsys, content, message):
     path = tmp_path / "input.jsonl"

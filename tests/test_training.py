@@ -200,3 +200,19 @@ def test_cli_generate_with_the_trained_adapter_matches_the_trained_model(tmp_pat
     expected = generate(result.loaded, [r.dialogue for r in records],
                         GenerationSettings(max_new_tokens=12, max_dialogue_tokens=96), config.prompt).texts
     assert [row["prediction"] for row in read_jsonl(output)] == expected
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_gradient_checkpointing_recomputes_the_same_losses(tmp_path: Path, method: str) -> None:
+    """Checkpointing trades time for memory, not results: fp32, no dropout, same loss curve."""
+    curves = {}
+    for checkpointing in ("false", "true"):
+        config = load_config(None, tiny_overrides(tmp_path / checkpointing, "tiny-llama", method,
+                                                  "training.max_steps=3",
+                                                  f"training.gradient_checkpointing={checkpointing}"))
+        model = train(config, progress=False).loaded.model
+        base = model.get_base_model() if method == "lora" else model
+        assert base.is_activation_checkpointing == (checkpointing == "true")
+        curves[checkpointing] = logged_losses(Path(config.output_dir))
+    assert len(curves["true"]) == 3
+    assert curves["true"] == pytest.approx(curves["false"], rel=1e-5)

@@ -1,4 +1,4 @@
-"""Atomic file writes and fingerprints.
+"""Atomic file writes, fingerprints, and the one JSON-lines parser.
 
 Every output file goes through these helpers: the data is written to a temporary
 file in the same directory, flushed to disk and renamed over the target, so a
@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
+
+from dialogtune.errors import DataError
 
 
 @contextmanager
@@ -50,6 +52,44 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     with atomic_open(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+def json_kind(value: object) -> str:
+    """A JSON-flavoured type name for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def parse_jsonl(name: str | os.PathLike[str], text: str) -> list[tuple[int, dict[str, Any]]]:
+    """The JSON objects of a JSON-lines text with their 1-based line numbers (blank lines skipped).
+
+    Every problem is a one-line :class:`DataError` naming ``name``, the line and, for bad JSON,
+    the column. Splits on "\\n" only: ``str.splitlines()`` also breaks on U+2028 and friends,
+    which may sit inside JSON strings, and would shift every later line number.
+    """
+    rows = []
+    for line, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{name}:{line}:{exc.colno}: malformed JSON ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{name}:{line}: expected a JSON object per line, got {json_kind(value)}")
+        rows.append((line, value))
+    return rows
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from dialogtune.cli.model_args import (
     prompt_from_args,
 )
 from dialogtune.errors import ConfigError, DataError
+from dialogtune.io import parse_jsonl
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -84,15 +85,7 @@ def parse_input(name: str, text: str, fmt: str = "auto", column: str = "dialogue
             raise DataError(f"{name}: empty input (no dialogue to summarize)")
         return SummarizeInput([text.strip()], None)
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{name}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{name}:{number}: expected a JSON object, got {type(row).__name__}")
+    for number, row in parse_jsonl(name, text):
         value = row.get(column)
         if not isinstance(value, str) or not value.strip():
             found = "missing" if column not in row else f"not a non-empty string ({json.dumps(value)[:40]})"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dialogtune.errors import DataError
+from dialogtune.io import json_kind, parse_jsonl
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -48,21 +49,7 @@ class RowTable:
     rows: list[tuple[str, dict[str, Any]]]
 
 
-def kind_of(value: object) -> str:
-    """A JSON-flavoured type name for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+kind_of = json_kind  # the name the data modules use
 
 
 def read_file(path: Path) -> RowTable:
@@ -166,18 +153,7 @@ def _read_json(path: Path) -> RowTable:
     text = _decode(path)
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         return _read_json_array(path, text)
-    rows: list[tuple[str, dict[str, Any]]] = []
-    # Split on "\n" only: str.splitlines() also breaks on \u2028 etc. and would shift line numbers.
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {kind_of(row)}")
-        rows.append((f"{path}:{lineno}", row))
+    rows = [(f"{path}:{line}", row) for line, row in parse_jsonl(path, text)]
     return RowTable(str(path), None, rows)
 
 

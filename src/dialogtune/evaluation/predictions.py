@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 from dialogtune.data.records import Record
 from dialogtune.errors import DataError
-from dialogtune.io import write_jsonl
+from dialogtune.io import parse_jsonl, write_jsonl
 
 REFERENCE_COLUMNS: tuple[str, ...] = ("references", "reference", "summary", "human_baseline_summaries")
 PREDICTION_COLUMNS: tuple[str, ...] = ("prediction", "predictions", "generated_summary", "model_summary")
@@ -76,7 +75,7 @@ def write_predictions(path: str | os.PathLike[str], rows: Iterable[Mapping[str, 
 def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read our predictions JSONL; each row needs ``id``, ``prediction`` (text), ``references`` (list)."""
     rows = []
-    for line, row in _parse_jsonl(path, _read_text(path)):
+    for line, row in parse_jsonl(path, _read_text(path)):
         for key in ("id", "prediction", "references"):
             if key not in row:
                 raise DataError(
@@ -286,22 +285,6 @@ def _read_text(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def _parse_jsonl(path: str | os.PathLike[str], text: str) -> list[Row]:
-    rows = []
-    # Split on "\n" only: str.splitlines() would also split on U+2028 inside JSON strings.
-    for line, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{line}:{exc.colno}: malformed JSON ({exc.msg})") from exc
-        if not isinstance(value, dict):
-            raise DataError(f"{path}:{line}: expected one JSON object per line, got {_kind(value)}")
-        rows.append((line, value))
-    return rows
-
-
 def _parse_csv(path: str | os.PathLike[str], text: str, delimiter: str) -> tuple[list[Row], list[str]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[Row] = []
@@ -329,7 +312,7 @@ def _read_rows(path: str | os.PathLike[str]) -> tuple[list[Row], list[str]]:
     if suffix in (".jsonl", ".json", ".ndjson") or (
         suffix not in (".csv", ".tsv") and text.lstrip().startswith("{")
     ):
-        rows = _parse_jsonl(path, text)
+        rows = parse_jsonl(path, text)
         columns = list(dict.fromkeys(key for _, values in rows for key in values))
     else:
         rows, columns = _parse_csv(path, text, "\t" if suffix == ".tsv" else ",")

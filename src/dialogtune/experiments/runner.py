@@ -19,11 +19,14 @@ from its last checkpoint, an interrupted evaluation from its last finished batch
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -126,10 +129,26 @@ def _normalised(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _train_child(config: Any, resume: bool, overwrite: bool, progress: bool, errors: Any) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM this process when its parent dies, so that ``kill`` of
+    ``dialogtune run`` (not only Ctrl-C, which reaches the whole process group) does not
+    leave a training running on. Training is resumable, so being cut anywhere is safe."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _train_child(config: Any, resume: bool, overwrite: bool, progress: bool, errors: Any, parent: int) -> None:
     from dialogtune.errors import DialogtuneError
     from dialogtune.training import train
 
+    _die_with_parent(parent)
     try:
         train(config, resume=resume, overwrite=overwrite, progress=progress)
     except DialogtuneError as exc:  # the parent prints it as the usual one-line error
@@ -143,7 +162,7 @@ def _train_in_subprocess(config: Any, *, resume: bool, overwrite: bool, progress
     (weights, optimizer, allocator caches) is returned before the next stage starts."""
     context = multiprocessing.get_context("spawn")  # no fork: torch threads and CUDA do not survive it
     errors = context.SimpleQueue()
-    child = context.Process(target=_train_child, args=(config, resume, overwrite, progress, errors))
+    child = context.Process(target=_train_child, args=(config, resume, overwrite, progress, errors, os.getpid()))
     child.start()
     try:
         child.join()
