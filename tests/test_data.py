@@ -217,6 +217,7 @@ def test_hub_failure_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest
         raise ConnectionError("Couldn't reach 'owner/name' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr("dialogtune.hub.hub_reachable", lambda: True)  # the hub answers, the id fails
     assert_cli_error(
         capsys,
         ["data", "inspect", "--data", "owner/name", "--split", "test"],
@@ -233,6 +234,7 @@ def test_hub_rows_become_records(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [row(0), row(1)]
     fake = datasets.Dataset.from_list(rows)
     monkeypatch.setattr(datasets, "load_dataset", lambda source, split: fake)
+    monkeypatch.setattr("dialogtune.hub.hub_reachable", lambda: True)
     records = read_records("knkarthick/dialogsum", "validation")
     assert [r.id for r in records] == ["r0", "r1"] and records[0].references == ("greeting 0",)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dialogtune.errors import DataError
+from dialogtune.hub import go_offline_if_unreachable, hub_host
 from dialogtune.io import json_kind, parse_jsonl
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -93,6 +94,7 @@ def find_split_files(directory: Path, split: str) -> list[Path]:
 
 def read_hub(source: str, split: str) -> RowTable:
     """Read a split from the Hugging Face hub (needs a network; never runs remote code)."""
+    offline = go_offline_if_unreachable()
     try:
         import datasets
 
@@ -101,6 +103,12 @@ def read_hub(source: str, split: str) -> RowTable:
         rows = dataset.to_list()
         columns = list(dataset.column_names)
     except Exception as exc:  # any failure here (offline, unknown id or split) is the user's to fix
+        if offline:
+            raise DataError(
+                f"could not load dataset '{source}': the hub ({hub_host()}) is unreachable and the dataset is "
+                "not in the local cache; pass a local directory or file with --data, "
+                "e.g. --data ../shared/data/dialogsum"
+            ) from exc
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise DataError(
             f"could not load dataset '{source}' split '{split}' from the Hugging Face hub ({reason}); "

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from dialogtune.errors import ModelSpecError
+from dialogtune.hub import go_offline_if_unreachable, hub_host
 from dialogtune.io import atomic_dir
 from dialogtune.models.kinds import ModelKind, kind_for_config
 from dialogtune.models.random_configs import RANDOM_CONFIGS, build_config, byte_tokenizer
@@ -240,11 +241,17 @@ def load_model(
 
 
 def _load_hub(spec: ModelSpec, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    offline = go_offline_if_unreachable()
     try:
         return _load_dir(spec.location, torch_dtype)
     except ModelSpecError:
         raise
     except (OSError, ValueError) as exc:
+        if offline:
+            raise ModelSpecError(
+                f"cannot load '{spec.location}': the hub ({hub_host()}) is unreachable and it is not in the "
+                "local Hugging Face cache; use a local directory, a .gguf file or smollm2-135m-instruct"
+            ) from exc
         raise ModelSpecError(
             f"cannot load '{spec.location}' from the hub ({str(exc).splitlines()[0][:160]}); "
             "offline, use a local directory, a .gguf file or smollm2-135m-instruct"
@@ -271,6 +278,7 @@ def load_tokenizer(spec: str | ModelSpec) -> PreTrainedTokenizerBase:
     if spec.source in ("gguf", "embedded"):
         path = Path(spec.location)
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    go_offline_if_unreachable()
     try:
         return AutoTokenizer.from_pretrained(spec.location, trust_remote_code=False)
     except (OSError, ValueError) as exc:
