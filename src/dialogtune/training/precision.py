@@ -78,6 +78,13 @@ def freeze_linears_in_bf16(model: torch.nn.Module) -> int:
                 and weight.dtype == torch.float32 and weight is not tied):
             module.weight = torch.nn.Parameter(weight.detach().to(torch.bfloat16), requires_grad=False)
             count += 1
+    # Weights loaded from safetensors are views of one file mapping, which stays mapped (and in
+    # the RSS) while any of them lives: without this, the fp32 originals' pages stay resident
+    # and the cast *adds* memory (SmolLM2: 966 -> 1150 MB RSS; with it: 746 MB).
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.dtype != torch.bfloat16:
+                tensor.data = tensor.data.clone()
     return count
 
 
