@@ -30,8 +30,13 @@ def read_split(split: str, n: int) -> list[dict[str, Any]]:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "cuda": torch.cuda.is_available(), "versions": package_versions()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "cuda": torch.cuda.is_available(),
+        "versions": package_versions(),
+    }
 
 
 def save(name: str, result: dict[str, Any]) -> Path:

@@ -30,9 +30,13 @@ def notebook_loop(loaded, dialogues: list[str], max_new_tokens: int, max_dialogu
     with torch.inference_mode():
         for prompt in prompts:
             ids = torch.tensor([loaded.kind.encode_prompts(loaded.tokenizer, [prompt])[0]])
-            out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                        max_new_tokens=max_new_tokens, do_sample=False,
-                                        pad_token_id=loaded.tokenizer.pad_token_id)
+            out = loaded.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+            )
             outputs.append(loaded.kind.decode_generated(loaded.tokenizer, out, ids.shape[1])[0])
     return outputs
 
@@ -48,8 +52,11 @@ def main() -> None:
 
     loaded = load_model(args.model)
     dialogues = [row["dialogue"] for row in read_split("validation", args.n)]
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                  max_dialogue_tokens=args.max_dialogue_tokens)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        max_dialogue_tokens=args.max_dialogue_tokens,
+    )
     generate(loaded, dialogues[:2], GenerationSettings(max_new_tokens=4), progress=False)  # warm-up
 
     start = time.perf_counter()
@@ -73,8 +80,10 @@ def main() -> None:
         "differing_examples": [i for i, (a, b) in enumerate(zip(naive, batched)) if a != b],
     }
     path = save("generation", result)
-    print(f"per-example {naive_s:.1f}s, batched {batched_s:.1f}s: {result['speedup']}x; "
-          f"identical {identical}/{len(dialogues)} -> {path}")
+    print(
+        f"per-example {naive_s:.1f}s, batched {batched_s:.1f}s: {result['speedup']}x; "
+        f"identical {identical}/{len(dialogues)} -> {path}"
+    )
 
 
 if __name__ == "__main__":

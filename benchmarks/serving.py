@@ -72,7 +72,9 @@ def child_memory(mode: str, model: str, adapter_dirs: list[str]) -> dict[str, An
         for i, path in enumerate(adapter_dirs):
             registry.load(f"a{i}", path)
         names = [None, *registry.infos]
-        registry.generate(["#Person1#: Hi.\n#Person2#: Hello."] * len(names), names, one_token, PromptTemplate())
+        registry.generate(
+            ["#Person1#: Hi.\n#Person2#: Hello."] * len(names), names, one_token, PromptTemplate()
+        )
         held.append(registry)
     else:  # k independent models, each with its adapter merged in (what serving without LoRA sharing needs)
         for path in adapter_dirs:
@@ -81,8 +83,13 @@ def child_memory(mode: str, model: str, adapter_dirs: list[str]) -> dict[str, An
             generate(loaded, ["#Person1#: Hi.\n#Person2#: Hello."], one_token, progress=False)
             held.append(loaded)
     after = _rss()
-    return {"mode": mode, "k": len(adapter_dirs), **after, "rss_mb_libraries": before["rss_mb"],
-            "load_s": round(time.perf_counter() - start, 2)}
+    return {
+        "mode": mode,
+        "k": len(adapter_dirs),
+        **after,
+        "rss_mb_libraries": before["rss_mb"],
+        "load_s": round(time.perf_counter() - start, 2),
+    }
 
 
 def measure_memory(model: str, dirs: list[str], ks: list[int]) -> list[dict[str, Any]]:
@@ -110,12 +117,18 @@ def _serve(app, sock: socket.socket):
     return server, thread
 
 
-async def _fire(base_url: str, payloads: list[dict[str, Any]]) -> tuple[float, list[dict[str, Any]], list[float]]:
+async def _fire(
+    base_url: str, payloads: list[dict[str, Any]]
+) -> tuple[float, list[dict[str, Any]], list[float]]:
     import httpx
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=900, limits=httpx.Limits(max_connections=64)) as client:
-        await client.post("/v1/summarize", json={"dialogue": "#Person1#: Hi.\n#Person2#: Hello.",
-                                                 "options": {"max_new_tokens": 2}})  # warm-up
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=900, limits=httpx.Limits(max_connections=64)
+    ) as client:
+        await client.post(
+            "/v1/summarize",
+            json={"dialogue": "#Person1#: Hi.\n#Person2#: Hello.", "options": {"max_new_tokens": 2}},
+        )  # warm-up
 
         async def one(payload):
             start = time.perf_counter()
@@ -128,8 +141,9 @@ async def _fire(base_url: str, payloads: list[dict[str, Any]]) -> tuple[float, l
         return time.perf_counter() - start, [r[0] for r in results], [r[1] for r in results]
 
 
-def measure_throughput(registry, n_requests: int, max_new_tokens: int, threads: int,
-                       max_wait_ms: float) -> dict[str, Any]:
+def measure_throughput(
+    registry, n_requests: int, max_new_tokens: int, threads: int, max_wait_ms: float
+) -> dict[str, Any]:
     import torch
 
     from dialogtune.serving import ServingConfig, create_app
@@ -140,8 +154,15 @@ def measure_throughput(registry, n_requests: int, max_new_tokens: int, threads: 
     payloads = [{"dialogue": d, "adapter": names[i % len(names)]} for i, d in enumerate(dialogues)]
     runs: dict[str, Any] = {}
     for label, max_batch in (("sequential", 1), ("batched", 16)):
-        app = create_app(registry, ServingConfig(max_batch_size=max_batch, default_max_new_tokens=max_new_tokens,
-                                                 max_wait_ms=max_wait_ms, max_queued_dialogues=1024))
+        app = create_app(
+            registry,
+            ServingConfig(
+                max_batch_size=max_batch,
+                default_max_new_tokens=max_new_tokens,
+                max_wait_ms=max_wait_ms,
+                max_queued_dialogues=1024,
+            ),
+        )
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         server, thread = _serve(app, sock)
@@ -150,21 +171,33 @@ def measure_throughput(registry, n_requests: int, max_new_tokens: int, threads: 
         thread.join(timeout=60)
         sock.close()
         stats = app.state.service.batcher.stats
-        runs[label] = {"max_batch_size": max_batch, "seconds": round(seconds, 2),
-                       "requests_per_s": round(n_requests / seconds, 3),
-                       "latency_s": {"mean": round(sum(latencies) / len(latencies), 2),
-                                     "max": round(max(latencies), 2)},
-                       "generate_calls": stats.batches - 1, "largest_batch": stats.largest_batch,  # minus warm-up
-                       "summaries": [b["summary"] for b in bodies]}
-        print(f"throughput {threads} thread(s) {label:10s}: {seconds:.1f} s for {n_requests} requests "
-              f"({runs[label]['requests_per_s']:.2f} req/s, {stats.batches - 1} generate calls)", flush=True)
+        runs[label] = {
+            "max_batch_size": max_batch,
+            "seconds": round(seconds, 2),
+            "requests_per_s": round(n_requests / seconds, 3),
+            "latency_s": {"mean": round(sum(latencies) / len(latencies), 2), "max": round(max(latencies), 2)},
+            "generate_calls": stats.batches - 1,
+            "largest_batch": stats.largest_batch,  # minus warm-up
+            "summaries": [b["summary"] for b in bodies],
+        }
+        print(
+            f"throughput {threads} thread(s) {label:10s}: {seconds:.1f} s for {n_requests} requests "
+            f"({runs[label]['requests_per_s']:.2f} req/s, {stats.batches - 1} generate calls)",
+            flush=True,
+        )
     same = sum(a == b for a, b in zip(runs["batched"]["summaries"], runs["sequential"]["summaries"]))
     for run in runs.values():
         run["example_summaries"] = run.pop("summaries")[:3]
-    return {"torch_threads": threads, "requests": n_requests, "max_new_tokens": max_new_tokens,
-            "max_wait_ms": max_wait_ms,
-            "adapters_round_robin": names, **runs, "speedup": round(runs["sequential"]["seconds"] / runs["batched"]["seconds"], 2),
-            "identical_outputs": f"{same}/{n_requests}"}
+    return {
+        "torch_threads": threads,
+        "requests": n_requests,
+        "max_new_tokens": max_new_tokens,
+        "max_wait_ms": max_wait_ms,
+        "adapters_round_robin": names,
+        **runs,
+        "speedup": round(runs["sequential"]["seconds"] / runs["batched"]["seconds"], 2),
+        "identical_outputs": f"{same}/{n_requests}",
+    }
 
 
 def main() -> None:
@@ -174,12 +207,25 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
-                        help="torch thread counts to measure throughput with (default: torch's default)")
-    parser.add_argument("--max-wait-ms", type=float, default=50.0,
-                        help="batching window; 50 ms catches a burst of requests on a slow CPU (default: 50)")
-    parser.add_argument("--part", choices=["all", "memory", "throughput"], default="all",
-                        help="run one part only; the other keeps its numbers from the previous results file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="torch thread counts to measure throughput with (default: torch's default)",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=50.0,
+        help="batching window; 50 ms catches a burst of requests on a slow CPU (default: 50)",
+    )
+    parser.add_argument(
+        "--part",
+        choices=["all", "memory", "throughput"],
+        default="all",
+        help="run one part only; the other keeps its numbers from the previous results file",
+    )
     parser.add_argument("--child-memory", choices=["adapters", "merged"], help=argparse.SUPPRESS)
     parser.add_argument("adapter_dirs", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,11 +239,14 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "serving", "model": args.model}
     with tempfile.TemporaryDirectory(prefix="dialogtune-bench-") as tmp:
         # r=16 on attention + MLP (the Llama-family default targets), random non-zero B.
-        dirs = [str(make_random_adapter(args.model, Path(tmp) / f"a{i}", seed=i + 1, r=args.rank, scale=0.02))
-                for i in range(max(args.ks))]
+        dirs = [
+            str(make_random_adapter(args.model, Path(tmp) / f"a{i}", seed=i + 1, r=args.rank, scale=0.02))
+            for i in range(max(args.ks))
+        ]
         if args.part in ("all", "memory"):
-            result["memory"] = timed(lambda: summarize_memory(measure_memory(args.model, dirs, args.ks), dirs,
-                                                              args.rank, args.ks))
+            result["memory"] = timed(
+                lambda: summarize_memory(measure_memory(args.model, dirs, args.ks), dirs, args.rank, args.ks)
+            )
         if args.part in ("all", "throughput"):
             result["throughput"] = timed(lambda: run_throughput(args, dirs))
     for part in ("memory", "throughput"):  # a partial run keeps the other part's earlier numbers
@@ -205,17 +254,24 @@ def main() -> None:
             result[part] = {**previous[part], "note": "from an earlier run"}
     memory, throughput = result.get("memory"), result.get("throughput")
     result["targets"] = {
-        "memory_grows_about_adapter_size": memory and 0.5 <= memory["rss_growth_per_adapter_over_adapter_size"] <= 2,
-        "throughput_at_least_2x": throughput and {str(t["torch_threads"]): t["speedup"] >= 2.0
-                                                  for t in throughput["runs"]},
+        "memory_grows_about_adapter_size": memory
+        and 0.5 <= memory["rss_growth_per_adapter_over_adapter_size"] <= 2,
+        "throughput_at_least_2x": throughput
+        and {str(t["torch_threads"]): t["speedup"] >= 2.0 for t in throughput["runs"]},
     }
     path = save("serving", result)
     if memory:
-        print(f"adapter {memory['adapter']['safetensors_mb']:.1f} MB; RSS +{memory['rss_growth_per_adapter_mb']} MB "
-              f"per adapter vs +{memory['rss_growth_per_merged_model_mb']} MB per merged model")
+        print(
+            f"adapter {memory['adapter']['safetensors_mb']:.1f} MB; RSS +{memory['rss_growth_per_adapter_mb']} MB "
+            f"per adapter vs +{memory['rss_growth_per_merged_model_mb']} MB per merged model"
+        )
     if throughput:
-        print("batching vs sequential: " + ", ".join(f"{t['speedup']:.2f}x with {t['torch_threads']} thread(s)"
-                                                    for t in throughput["runs"]))
+        print(
+            "batching vs sequential: "
+            + ", ".join(
+                f"{t['speedup']:.2f}x with {t['torch_threads']} thread(s)" for t in throughput["runs"]
+            )
+        )
     print(f"wrote {path}")
 
 
@@ -223,8 +279,11 @@ def timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run one part; record its wall time and the machine's load (other processes skew CPU timings)."""
     load_before, start = os.getloadavg()[0], time.perf_counter()
     part = fn()
-    return {**part, "wall_seconds": round(time.perf_counter() - start, 1),
-            "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}}
+    return {
+        **part,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+    }
 
 
 def summarize_memory(rows: list[dict[str, Any]], dirs: list[str], rank: int, ks: list[int]) -> dict[str, Any]:
@@ -236,8 +295,12 @@ def summarize_memory(rows: list[dict[str, Any]], dirs: list[str], rank: int, ks:
     per_adapter = (by[("adapters", k_max)] - base) / k_max
     per_merged = (by[("merged", k_max)] - base) / (k_max - 1) if k_max > 1 else None
     return {
-        "adapter": {"rank": rank, "alpha": rank, "target_modules": sorted(targets),
-                    "safetensors_mb": round(adapter_mb, 2)},
+        "adapter": {
+            "rank": rank,
+            "alpha": rank,
+            "target_modules": sorted(targets),
+            "safetensors_mb": round(adapter_mb, 2),
+        },
         "rows": rows,
         "base_model_rss_mb": base,
         "rss_growth_per_adapter_mb": round(per_adapter, 1),
@@ -256,8 +319,10 @@ def run_throughput(args: argparse.Namespace, dirs: list[str]) -> dict[str, Any]:
     registry = AdapterRegistry(load_model(args.model))  # one server: the base + every adapter
     for i, path in enumerate(dirs):
         registry.load(f"a{i}", path)
-    runs = [measure_throughput(registry, args.requests, args.max_new_tokens, threads, args.max_wait_ms)
-            for threads in args.threads or [torch.get_num_threads()]]
+    runs = [
+        measure_throughput(registry, args.requests, args.max_new_tokens, threads, args.max_wait_ms)
+        for threads in args.threads or [torch.get_num_threads()]
+    ]
     return {"runs": runs}
 
 

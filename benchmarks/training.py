@@ -56,8 +56,9 @@ def _rss_mb(peak: bool) -> float:
     return int(line.split()[1]) / 1024
 
 
-def _notebook_examples(encoded: list[dict[str, list[int]]], pad: int, max_length: int,
-                       seq2seq: bool) -> list[dict[str, list[int]]]:
+def _notebook_examples(
+    encoded: list[dict[str, list[int]]], pad: int, max_length: int, seq2seq: bool
+) -> list[dict[str, list[int]]]:
     """The notebook's preprocessing: inputs padded to ``max_length``; labels padded with the
     pad id and learned. Seq2seq: labels = the summary, also padded to ``max_length``. Causal:
     labels = the input ids (prompt + summary), pad tokens included."""
@@ -70,12 +71,19 @@ def _notebook_examples(encoded: list[dict[str, list[int]]], pad: int, max_length
             ids = example["input_ids"][:max_length]
             labels = ids + [pad] * (max_length - len(ids))
         padding = max_length - len(ids)
-        rows.append({"input_ids": ids + [pad] * padding, "attention_mask": [1] * len(ids) + [0] * padding,
-                     "labels": labels})
+        rows.append(
+            {
+                "input_ids": ids + [pad] * padding,
+                "attention_mask": [1] * len(ids) + [0] * padding,
+                "labels": labels,
+            }
+        )
     return rows
 
 
-def _standin_seq2seq_examples(records: list[Any], max_length: int, vocab_size: int) -> list[dict[str, list[int]]]:
+def _standin_seq2seq_examples(
+    records: list[Any], max_length: int, vocab_size: int
+) -> list[dict[str, list[int]]]:
     """Seq2seq examples with realistic lengths for a model without its tokenizer: the
     notebook's prompt and the summary tokenized by SmolLM2's BPE, ids folded into the
     model's vocabulary past its 3 specials (T5: pad 0, eos 1, unk 2), eos appended."""
@@ -86,10 +94,17 @@ def _standin_seq2seq_examples(records: list[Any], max_length: int, vocab_size: i
     template = PromptTemplate()
 
     def ids(text: str, limit: int) -> list[int]:
-        return [3 + i % (vocab_size - 3) for i in tokenizer(text, add_special_tokens=False)["input_ids"]][:limit - 1] + [1]
+        return [3 + i % (vocab_size - 3) for i in tokenizer(text, add_special_tokens=False)["input_ids"]][
+            : limit - 1
+        ] + [1]
 
-    return [{"input_ids": ids(template.template.format(dialogue=r.dialogue), max_length),
-             "labels": ids(r.references[0], 128)} for r in records]
+    return [
+        {
+            "input_ids": ids(template.template.format(dialogue=r.dialogue), max_length),
+            "labels": ids(r.references[0], 128),
+        }
+        for r in records
+    ]
 
 
 class _CountingCollator:
@@ -135,49 +150,79 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     if seq2seq and loaded.random_init:
         encoded = _standin_seq2seq_examples(records, args.max_length, loaded.model.config.vocab_size)
     else:
-        encoded = encode_records(loaded, records, PromptTemplate(), max_dialogue_tokens=args.max_length,
-                                 max_target_tokens=128)
+        encoded = encode_records(
+            loaded, records, PromptTemplate(), max_dialogue_tokens=args.max_length, max_target_tokens=128
+        )
     torch.manual_seed(0)
     if method == "lora":
         loaded.model = apply_lora(loaded.model, _lora_settings(loaded.model.config.model_type))
-    precision = resolve_precision("auto", loaded.model.config.model_type, use_cuda=False) if dialogtune else "fp32"
+    precision = (
+        resolve_precision("auto", loaded.model.config.model_type, use_cuda=False) if dialogtune else "fp32"
+    )
     frozen = resolve_frozen_weights("auto", method=method, precision=precision, sharded=False)
     if frozen == "bf16":
         freeze_linears_in_bf16(loaded.model)
-    with torch.no_grad():  # page every weight in (safetensors maps them lazily), so RSS after load counts them
-        sum(float(p.detach().reshape(-1)[::512].float().sum()) for p in loaded.model.parameters())  # 1 read/page
+    with (
+        torch.no_grad()
+    ):  # page every weight in (safetensors maps them lazily), so RSS after load counts them
+        sum(
+            float(p.detach().reshape(-1)[::512].float().sum()) for p in loaded.model.parameters()
+        )  # 1 read/page
     baseline_mb = _rss_mb(peak=False)
 
     if dialogtune:
         dataset, collator = ExampleDataset(encoded), _CountingCollator(make_collator(loaded.tokenizer))
     else:
-        dataset = ExampleDataset(_notebook_examples(encoded, loaded.tokenizer.pad_token_id, args.max_length, seq2seq))
+        dataset = ExampleDataset(
+            _notebook_examples(encoded, loaded.tokenizer.pad_token_id, args.max_length, seq2seq)
+        )
         collator = _CountingCollator(default_data_collator)
     training_args = TrainingArguments(
-        output_dir=str(Path(args.scratch) / f"{recipe}-{method}"), per_device_train_batch_size=args.batch_size,
-        num_train_epochs=1, learning_rate=1e-3 if method == "lora" else 1e-5, bf16=precision == "bf16",
-        train_sampling_strategy="group_by_length" if dialogtune else "sequential", logging_strategy="no",
-        save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
-        label_names=["labels"], activation_checkpointing=recipe.endswith("+gc"),
+        output_dir=str(Path(args.scratch) / f"{recipe}-{method}"),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=1,
+        learning_rate=1e-3 if method == "lora" else 1e-5,
+        bf16=precision == "bf16",
+        train_sampling_strategy="group_by_length" if dialogtune else "sequential",
+        logging_strategy="no",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        label_names=["labels"],
+        activation_checkpointing=recipe.endswith("+gc"),
         activation_checkpointing_kwargs={"use_reentrant": False},
     )
-    trainer = DialogTrainer(model=loaded.model, args=training_args, train_dataset=dataset, data_collator=collator,
-                            selective_loss=dialogtune and supports_selective_loss(loaded.model))
+    trainer = DialogTrainer(
+        model=loaded.model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=collator,
+        selective_loss=dialogtune and supports_selective_loss(loaded.model),
+    )
     start = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - start
     peak_mb = _rss_mb(peak=True)
     return {
-        "model": args.model, "recipe": recipe, "method": method, "precision": precision, "frozen_weights": frozen,
+        "model": args.model,
+        "recipe": recipe,
+        "method": method,
+        "precision": precision,
+        "frozen_weights": frozen,
         "steps": trainer.state.global_step,
-        "examples": len(dataset), "seconds": round(seconds, 2),
+        "examples": len(dataset),
+        "seconds": round(seconds, 2),
         "examples_per_s": round(len(dataset) / seconds, 4),
-        "real_tokens_per_s": round(collator.real / seconds, 1),     # tokens that carry text
+        "real_tokens_per_s": round(collator.real / seconds, 1),  # tokens that carry text
         "padded_tokens_per_s": round(collator.padded / seconds, 1),  # tensor positions computed
         "padding_fraction": round(1 - collator.real / collator.padded, 3),
         "label_positions_per_example": round(collator.label_positions / len(dataset), 1),
         "train_loss": round(output.training_loss, 4),
-        "peak_rss_mb": round(peak_mb, 1), "rss_after_load_mb": round(baseline_mb, 1),
+        "peak_rss_mb": round(peak_mb, 1),
+        "rss_after_load_mb": round(baseline_mb, 1),
         "training_memory_mb": round(peak_mb - baseline_mb, 1),
         "threads": torch.get_num_threads(),
     }
@@ -195,33 +240,56 @@ def _lora_settings(model_type: str) -> Any:
 def _run_model(model: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
     results = []
     for recipe, method in CONFIGS:
-        command = [sys.executable, __file__, "--worker", recipe, method, "--models", model,
-                   "--examples", str(args.examples), "--batch-size", str(args.batch_size),
-                   "--max-length", str(args.max_length), "--threads", str(args.threads), "--scratch", args.scratch]
-        done = subprocess.run(command, capture_output=True, text=True,
-                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            recipe,
+            method,
+            "--models",
+            model,
+            "--examples",
+            str(args.examples),
+            "--batch-size",
+            str(args.batch_size),
+            "--max-length",
+            str(args.max_length),
+            "--threads",
+            str(args.threads),
+            "--scratch",
+            args.scratch,
+        ]
+        done = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        )
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:
             sys.exit(f"{model} {recipe}/{method} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(line[len("RESULT "):]))
+        results.append(json.loads(line[len("RESULT ") :]))
         print(json.dumps(results[-1]), flush=True)
 
     by = {(r["recipe"], r["method"]): r for r in results}
     ratios = {
         f"{method}_examples_per_s_{recipe}_over_notebook": round(
-            by[recipe, method]["examples_per_s"] / by["notebook", method]["examples_per_s"], 2)
-        for recipe in RECIPES[1:] for method in ("full", "lora")
+            by[recipe, method]["examples_per_s"] / by["notebook", method]["examples_per_s"], 2
+        )
+        for recipe in RECIPES[1:]
+        for method in ("full", "lora")
     }
     for recipe in RECIPES:
         ratios[f"{recipe}_lora_over_full_peak_rss"] = round(
-            by[recipe, "lora"]["peak_rss_mb"] / by[recipe, "full"]["peak_rss_mb"], 3)
+            by[recipe, "lora"]["peak_rss_mb"] / by[recipe, "full"]["peak_rss_mb"], 3
+        )
         ratios[f"{recipe}_lora_over_full_training_memory"] = round(
-            by[recipe, "lora"]["training_memory_mb"] / by[recipe, "full"]["training_memory_mb"], 3)
+            by[recipe, "lora"]["training_memory_mb"] / by[recipe, "full"]["training_memory_mb"], 3
+        )
     return results, ratios
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "random:flan-t5-base"])
     parser.add_argument("--examples", type=int, default=32, help="DialogSum train dialogues (one epoch)")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -245,18 +313,30 @@ def main() -> None:
         results, ratios = _run_model(model, args)
         models[model] = {"results": results, "ratios": ratios}
         print(model, json.dumps(ratios, indent=2), flush=True)
-    write_json(Path(args.output), {
-        "benchmark": "training: notebook recipe vs dialogtune recipe (one epoch, same examples)",
-        "examples": args.examples, "batch_size": args.batch_size, "max_length": args.max_length,
-        "lora": {"t5": "r=32, alpha=32, q/v, dropout 0.05 (the notebook's)",
-                 "llama": "r=16, alpha=32, q/k/v/o/gate/up/down, dropout 0 (configs/smollm2-lora-cpu.yaml)"},
-        "notes": {"random:flan-t5-base": "FLAN-T5-base architecture with RANDOM weights (the real ones are not "
-                  "reachable offline); token ids from SmolLM2's tokenizer folded into T5's vocabulary. "
-                  "Speed and memory are real; its loss values are meaningless."},
-        "machine": {"cpus": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "models": models,
-        "targets": {"examples_per_s_ratio": ">= 5", "lora_over_full_peak_memory": "<= 0.6"},
-    })
+    write_json(
+        Path(args.output),
+        {
+            "benchmark": "training: notebook recipe vs dialogtune recipe (one epoch, same examples)",
+            "examples": args.examples,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "lora": {
+                "t5": "r=32, alpha=32, q/v, dropout 0.05 (the notebook's)",
+                "llama": "r=16, alpha=32, q/k/v/o/gate/up/down, dropout 0 (configs/smollm2-lora-cpu.yaml)",
+            },
+            "notes": {
+                "random:flan-t5-base": "FLAN-T5-base architecture with RANDOM weights (the real ones are not "
+                "reachable offline); token ids from SmolLM2's tokenizer folded into T5's vocabulary. "
+                "Speed and memory are real; its loss values are meaningless."
+            },
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            },
+            "models": models,
+            "targets": {"examples_per_s_ratio": ">= 5", "lora_over_full_peak_memory": "<= 0.6"},
+        },
+    )
 
 
 if __name__ == "__main__":

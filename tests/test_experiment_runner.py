@@ -228,7 +228,7 @@ import torch
 torch.set_num_threads(1)
 from dialogtune.training import load_config
 from dialogtune.experiments.runner import _train_in_subprocess
-config = load_config(None, ["model=random:tiny-llama", "method=lora", "output_dir={tmp_path / 'run'}",
+config = load_config(None, ["model=random:tiny-llama", "method=lora", "output_dir={tmp_path / "run"}",
                             "data.source={data_dir}", "data.eval=null", "training.max_steps=1000000",
                             "training.precision=fp32", "training.logging_steps=1000", "training.save_steps=1000000",
                             "eval.strategy=no"])

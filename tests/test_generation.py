@@ -26,8 +26,9 @@ def test_batched_equals_sequential(spec):
     loaded = load_model(spec)
     batched = generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=4)).texts
     sequential = generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=1)).texts
-    unsorted = generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=3,
-                                                                sort_by_length=False)).texts
+    unsorted = generate(
+        loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=3, sort_by_length=False)
+    ).texts
     assert batched == sequential == unsorted
     assert len(set(batched)) > 1 and all(batched)  # varied, non-empty: a meaningful comparison
 
@@ -58,8 +59,10 @@ def test_bad_generation_settings(field):
 
 
 def _write_data(path):
-    rows = [{"id": f"d{i}", "dialogue": d, "summary": f"Person1 and Person2 talk {i}."}
-            for i, d in enumerate(DIALOGUES)]
+    rows = [
+        {"id": f"d{i}", "dialogue": d, "summary": f"Person1 and Person2 talk {i}."}
+        for i, d in enumerate(DIALOGUES)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -67,16 +70,49 @@ def test_generate_and_evaluate_cli(tmp_path, capsys):
     data = tmp_path / "validation.jsonl"
     _write_data(data)
     out = tmp_path / "preds.jsonl"
-    assert main(["generate", "--model", "random:tiny-llama", "--data", str(data), "--max-new-tokens", "8",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                "random:tiny-llama",
+                "--data",
+                str(data),
+                "--max-new-tokens",
+                "8",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"d{i}" for i in range(5)]
     assert all(set(r) >= {"id", "dialogue", "references", "prediction"} for r in rows)
     assert not (tmp_path / "preds.jsonl.partial").exists()
 
     run = tmp_path / "run"
-    assert main(["evaluate", "--model", "random:tiny-llama", "--data", str(tmp_path), "--limit", "3",
-                 "--max-new-tokens", "8", "--output-dir", str(run), "--json", "--n-resamples", "200"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "random:tiny-llama",
+                "--data",
+                str(tmp_path),
+                "--limit",
+                "3",
+                "--max-new-tokens",
+                "8",
+                "--output-dir",
+                str(run),
+                "--json",
+                "--n-resamples",
+                "200",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out.split("wrote")[-1].split("\n", 1)[-1]) if False else None
     metrics = json.loads((run / "metrics" / "validation.json").read_text())
     assert metrics["n"] == 3 and "RANDOM WEIGHTS" in metrics["warning"]
@@ -93,8 +129,19 @@ def test_generate_resumes_from_partial(tmp_path, monkeypatch):
     data = tmp_path / "validation.jsonl"
     _write_data(data)
     out = tmp_path / "preds.jsonl"
-    args = ["generate", "--model", "random:tiny-llama", "--data", str(data), "--max-new-tokens", "8",
-            "--batch-size", "2", "--output", str(out)]
+    args = [
+        "generate",
+        "--model",
+        "random:tiny-llama",
+        "--data",
+        str(data),
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "2",
+        "--output",
+        str(out),
+    ]
     import dialogtune.generation as generation
 
     real_generate = generation.GenerationSettings  # noqa: F841 - keep linters calm about the import
@@ -118,4 +165,6 @@ def test_generate_resumes_from_partial(tmp_path, monkeypatch):
     assert len(rows) == 5 and not partial.exists()
     fresh = tmp_path / "fresh.jsonl"
     assert main([*args[:-1], str(fresh), "--no-resume"]) == 0
-    assert [json.loads(x)["prediction"] for x in fresh.read_text().splitlines()] == [r["prediction"] for r in rows]
+    assert [json.loads(x)["prediction"] for x in fresh.read_text().splitlines()] == [
+        r["prediction"] for r in rows
+    ]

@@ -61,12 +61,27 @@ def test_unreachable_hub_switches_the_libraries_offline(fresh_hub_state) -> None
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["generate", "--model", "some-org/not-cached-model", "--data", "x.jsonl", "--output", "out.jsonl"],
-     "cannot load 'some-org/not-cached-model': the hub (127.0.0.1) is unreachable"),
-    (["data", "inspect", "--data", "some-org/not-cached-data", "--split", "test"],
-     "could not load dataset 'some-org/not-cached-data': the hub (127.0.0.1) is unreachable"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            [
+                "generate",
+                "--model",
+                "some-org/not-cached-model",
+                "--data",
+                "x.jsonl",
+                "--output",
+                "out.jsonl",
+            ],
+            "cannot load 'some-org/not-cached-model': the hub (127.0.0.1) is unreachable",
+        ),
+        (
+            ["data", "inspect", "--data", "some-org/not-cached-data", "--split", "test"],
+            "could not load dataset 'some-org/not-cached-data': the hub (127.0.0.1) is unreachable",
+        ),
+    ],
+)
 def test_offline_hub_ids_fail_fast_in_one_line(fresh_hub_state, tmp_path, capsys, args, message) -> None:
     fresh_hub_state.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     (tmp_path / "x.jsonl").write_text('{"id": "a", "dialogue": "#Person1#: Hi."}\n')

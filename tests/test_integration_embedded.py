@@ -13,9 +13,27 @@ pytestmark = pytest.mark.integration
 
 def test_embedded_model_summarizes_two_validation_dialogues(dialogsum_dir, tmp_path, capsys):
     run = tmp_path / "zero-shot"
-    code = main(["evaluate", "--model", "smollm2-135m-instruct", "--data", str(dialogsum_dir),
-                 "--split", "validation", "--limit", "2", "--max-new-tokens", "60", "--batch-size", "2",
-                 "--output-dir", str(run), "--n-resamples", "100"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "smollm2-135m-instruct",
+            "--data",
+            str(dialogsum_dir),
+            "--split",
+            "validation",
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "60",
+            "--batch-size",
+            "2",
+            "--output-dir",
+            str(run),
+            "--n-resamples",
+            "100",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((run / "metrics" / "validation.json").read_text())
     assert metrics["n"] == 2 and "warning" not in metrics  # real weights, not random

@@ -24,8 +24,13 @@ def test_merged_model_generates_what_base_plus_adapter_generates(tmp_path: Path,
 
     assert main(["merge", "--model", config.model, "--adapter", str(adapter), "--output", str(output)]) == 0
     assert "merged" in capsys.readouterr().out
-    assert files_under(output) == {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                                   "tokenizer_config.json"}
+    assert files_under(output) == {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
     assert not list(tmp_path.glob(".merged*"))  # built under a temporary name, renamed into place
 
     unmerged = load_model(config.model, adapter=str(adapter))
@@ -39,8 +44,9 @@ def test_merged_model_generates_what_base_plus_adapter_generates(tmp_path: Path,
     if merged.kind.name == "seq2seq":
         batch["decoder_input_ids"] = torch.zeros((2, 4), dtype=torch.long)
     with torch.no_grad():
-        torch.testing.assert_close(merged.model(**batch).logits, unmerged.model(**batch).logits,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            merged.model(**batch).logits, unmerged.model(**batch).logits, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_merge_errors_are_one_line(tmp_path: Path, capsys) -> None:
@@ -49,9 +55,14 @@ def test_merge_errors_are_one_line(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     cases = [
         (["--model", config.model, "--adapter", adapter, "--output", adapter], "--output must differ"),
-        (["--model", "random:tiny-t5", "--adapter", adapter, "--output", str(tmp_path / "m")], "does not match"),
-        (["--model", config.model, "--adapter", str(tmp_path / "nope"), "--output", str(tmp_path / "m")],
-         "adapter directory not found"),
+        (
+            ["--model", "random:tiny-t5", "--adapter", adapter, "--output", str(tmp_path / "m")],
+            "does not match",
+        ),
+        (
+            ["--model", config.model, "--adapter", str(tmp_path / "nope"), "--output", str(tmp_path / "m")],
+            "adapter directory not found",
+        ),
     ]
     for args, message in cases:
         assert main(["merge", *args]) == 2

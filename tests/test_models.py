@@ -68,8 +68,20 @@ def test_flan_t5_base_params_match_notebook(capsys):
     full = json.loads(capsys.readouterr().out)
     assert full["total"] == 247_577_856 and full["trainable"] == 247_577_856
     assert full["random_weights"] is True
-    args = ["params", "--model", "random:flan-t5-base", "--method", "lora", "--lora-r", "32",
-            "--lora-alpha", "32", "--target-modules", "q,v", "--json"]
+    args = [
+        "params",
+        "--model",
+        "random:flan-t5-base",
+        "--method",
+        "lora",
+        "--lora-r",
+        "32",
+        "--lora-alpha",
+        "32",
+        "--target-modules",
+        "q,v",
+        "--json",
+    ]
     assert main(args) == 0
     lora = json.loads(capsys.readouterr().out)
     assert lora["trainable"] == 3_538_944 and lora["total"] == 251_116_800

@@ -97,9 +97,17 @@ def test_per_adapter_batches_give_the_same_outputs(adapters):
 @pytest.fixture(scope="module")
 def client(llama_adapters):
     spec, dirs = llama_adapters
-    with TestClient(build_app(spec, {"a0": dirs["a0"]}, max_dialogue_chars=500, max_dialogue_tokens=300,
-                                 max_dialogues_per_request=4, max_new_tokens_limit=32,
-                                 max_body_bytes=64 * 1024)) as test_client:
+    with TestClient(
+        build_app(
+            spec,
+            {"a0": dirs["a0"]},
+            max_dialogue_chars=500,
+            max_dialogue_tokens=300,
+            max_dialogues_per_request=4,
+            max_new_tokens_limit=32,
+            max_body_bytes=64 * 1024,
+        )
+    ) as test_client:
         yield test_client
 
 
@@ -118,21 +126,28 @@ def test_single_dialogue_and_listing(client):
     assert options["max_new_tokens"]["anyOf"][0]["maximum"] == 32
 
 
-@pytest.mark.parametrize("payload, status, message", [
-    ({"dialogue": "x", "adapter": "missing"}, 404, "unknown adapter 'missing' (loaded: a0"),
-    ({"dialogue": "x" * 501}, 413, "501 characters; this server accepts at most 500"),
-    ({"dialogue": "é" * 160}, 413, "320 tokens; this server accepts at most 300"),  # bytes are tokens here
-    ({"dialogues": ["x"] * 5}, 413, "5 dialogues in one request; this server accepts at most 4"),
-    ({"dialogue": "x", "options": {"max_new_tokens": 33}}, 422, "less than or equal to 32"),
-    ({"dialogue": "x", "options": {"temperature": 0}}, 422, "greater than or equal to 0.05"),
-    ({"dialogue": "x", "options": {"num_beams": 9}}, 422, "less than or equal to 4"),
-    ({"dialogue": "x", "dialogues": ["y"]}, 422, "exactly one of 'dialogue'"),
-    ({}, 422, "exactly one of 'dialogue'"),
-    ({"dialogue": ""}, 422, "at least 1 character"),
-    ({"dialogues": []}, 422, "at least 1 item"),
-    ({"dialogue": "x", "max_tokens": 5}, 422, "Extra inputs are not permitted"),
-    ({"dialogue": "x", "adapter": "../etc"}, 422, "should match pattern"),
-])
+@pytest.mark.parametrize(
+    "payload, status, message",
+    [
+        ({"dialogue": "x", "adapter": "missing"}, 404, "unknown adapter 'missing' (loaded: a0"),
+        ({"dialogue": "x" * 501}, 413, "501 characters; this server accepts at most 500"),
+        (
+            {"dialogue": "é" * 160},
+            413,
+            "320 tokens; this server accepts at most 300",
+        ),  # bytes are tokens here
+        ({"dialogues": ["x"] * 5}, 413, "5 dialogues in one request; this server accepts at most 4"),
+        ({"dialogue": "x", "options": {"max_new_tokens": 33}}, 422, "less than or equal to 32"),
+        ({"dialogue": "x", "options": {"temperature": 0}}, 422, "greater than or equal to 0.05"),
+        ({"dialogue": "x", "options": {"num_beams": 9}}, 422, "less than or equal to 4"),
+        ({"dialogue": "x", "dialogues": ["y"]}, 422, "exactly one of 'dialogue'"),
+        ({}, 422, "exactly one of 'dialogue'"),
+        ({"dialogue": ""}, 422, "at least 1 character"),
+        ({"dialogues": []}, 422, "at least 1 item"),
+        ({"dialogue": "x", "max_tokens": 5}, 422, "Extra inputs are not permitted"),
+        ({"dialogue": "x", "adapter": "../etc"}, 422, "should match pattern"),
+    ],
+)
 def test_request_errors(client, payload, status, message):
     response = client.post("/v1/summarize", json=payload, headers=AUTH)
     assert response.status_code == status, response.text
@@ -144,8 +159,15 @@ def test_body_size_limit(client):
     assert response.status_code == 413 and "larger than 65536 bytes" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": TOKEN},
-                                     {"Authorization": f"Basic {TOKEN}"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+    ],
+)
 def test_auth_required(client, headers):
     for method, path in [("post", "/v1/summarize"), ("get", "/v1/adapters"), ("post", "/v1/admin/adapters")]:
         response = client.request(method, path, json={"dialogue": "x"}, headers=headers)
@@ -169,16 +191,26 @@ def test_admin_loads_adapter_at_run_time(adapters, tmp_path):
     spec, dirs = adapters
     app = build_app(spec, {}, adapter_root=str(tmp_path.parent))
     with TestClient(app) as admin_client:
-        before = admin_client.post("/v1/summarize", json={"dialogues": DIALOGUES, "adapter": "late"}, headers=AUTH)
+        before = admin_client.post(
+            "/v1/summarize", json={"dialogues": DIALOGUES, "adapter": "late"}, headers=AUTH
+        )
         assert before.status_code == 404
-        loaded = admin_client.post("/v1/admin/adapters", json={"name": "late", "path": dirs["a1"]}, headers=AUTH)
+        loaded = admin_client.post(
+            "/v1/admin/adapters", json={"name": "late", "path": dirs["a1"]}, headers=AUTH
+        )
         assert loaded.status_code == 201, loaded.text
         assert loaded.json()["name"] == "late" and loaded.json()["size_bytes"] > 0
-        after = admin_client.post("/v1/summarize", json={"dialogues": DIALOGUES, "adapter": "late"}, headers=AUTH)
+        after = admin_client.post(
+            "/v1/summarize", json={"dialogues": DIALOGUES, "adapter": "late"}, headers=AUTH
+        )
         assert after.json()["summaries"] == expected_texts(spec, dirs["a1"])
-        again = admin_client.post("/v1/admin/adapters", json={"name": "late", "path": dirs["a0"]}, headers=AUTH)
+        again = admin_client.post(
+            "/v1/admin/adapters", json={"name": "late", "path": dirs["a0"]}, headers=AUTH
+        )
         assert again.status_code == 409
-        bad = admin_client.post("/v1/admin/adapters", json={"name": "bad", "path": str(tmp_path)}, headers=AUTH)
+        bad = admin_client.post(
+            "/v1/admin/adapters", json={"name": "bad", "path": str(tmp_path)}, headers=AUTH
+        )
         assert bad.status_code == 400 and "not a PEFT adapter" in bad.json()["detail"]
         outside = admin_client.post("/v1/admin/adapters", json={"name": "x", "path": "/etc"}, headers=AUTH)
         assert outside.status_code == 403 and "only be loaded from under" in outside.json()["detail"]
@@ -189,8 +221,11 @@ def test_admin_loads_adapter_at_run_time(adapters, tmp_path):
 
 def test_one_json_log_line_per_request(client, caplog):
     with caplog.at_level(logging.INFO, logger="dialogtune.serving.access"):
-        ok = client.post("/v1/summarize", json={"dialogues": DIALOGUES[:2], "adapter": "a0"},
-                         headers={**AUTH, "X-Request-ID": "req-42"})
+        ok = client.post(
+            "/v1/summarize",
+            json={"dialogues": DIALOGUES[:2], "adapter": "a0"},
+            headers={**AUTH, "X-Request-ID": "req-42"},
+        )
         missing = client.post("/v1/summarize", json={"dialogue": "x", "adapter": "nope"}, headers=AUTH)
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dialogtune.serving.access"]
     assert len(lines) == 2
@@ -219,5 +254,7 @@ def test_a_failed_load_leaves_the_served_model_as_it_was(llama_adapters, tmp_pat
     with pytest.raises(ModelSpecError, match="cannot load adapter"):
         registry.load("broken", broken)  # next to another adapter: only its own layers go
     assert "broken" not in registry and "broken" not in registry.loaded.model.peft_config
-    assert registry.generate(DIALOGUES, ["a0"] * 3, settings, PromptTemplate()) == expected_texts(spec, dirs["a0"])
+    assert registry.generate(DIALOGUES, ["a0"] * 3, settings, PromptTemplate()) == expected_texts(
+        spec, dirs["a0"]
+    )
     assert registry.generate(DIALOGUES, [None] * 3, settings, PromptTemplate()) == expected_texts(spec, None)

@@ -47,7 +47,9 @@ def test_concurrent_jobs_share_batches_and_keep_their_order():
 
     async def main():
         batcher = MicroBatcher(model, max_batch_size=4, max_wait_s=0.05)
-        jobs = [batcher.submit([f"d{i}a", f"d{i}b"], f"ad{i % 3}" if i % 3 else None, GREEDY) for i in range(6)]
+        jobs = [
+            batcher.submit([f"d{i}a", f"d{i}b"], f"ad{i % 3}" if i % 3 else None, GREEDY) for i in range(6)
+        ]
         results = await asyncio.gather(*jobs)
         await batcher.close()
         return batcher, results
@@ -66,8 +68,12 @@ def test_groups_by_settings_and_optionally_by_adapter():
     async def main(mixed):
         model = FakeModel()
         batcher = MicroBatcher(model, max_batch_size=16, max_wait_s=0.05, mixed_adapters=mixed)
-        await asyncio.gather(batcher.submit(["a"], None, GREEDY), batcher.submit(["b"], "x", GREEDY),
-                             batcher.submit(["c"], "x", LONGER), batcher.submit(["d"], None, GREEDY))
+        await asyncio.gather(
+            batcher.submit(["a"], None, GREEDY),
+            batcher.submit(["b"], "x", GREEDY),
+            batcher.submit(["c"], "x", LONGER),
+            batcher.submit(["d"], None, GREEDY),
+        )
         await batcher.close()
         return sorted((tuple(c[0]), c[2]) for c in model.calls)
 

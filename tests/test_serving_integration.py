@@ -12,9 +12,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread
 
 
 def test_embedded_model_summarizes_over_http():
-    app = create_app(AdapterRegistry(load_model("smollm2-135m-instruct")), ServingConfig(default_max_new_tokens=24))
-    dialogue = ("#Person1#: Hi, I'd like to book a table for two tonight at seven.\n"
-                "#Person2#: Certainly. May I have your name?\n#Person1#: It's Smith.")
+    app = create_app(
+        AdapterRegistry(load_model("smollm2-135m-instruct")), ServingConfig(default_max_new_tokens=24)
+    )
+    dialogue = (
+        "#Person1#: Hi, I'd like to book a table for two tonight at seven.\n"
+        "#Person2#: Certainly. May I have your name?\n#Person1#: It's Smith."
+    )
     with TestClient(app) as client:
         response = client.post("/v1/summarize", json={"dialogue": dialogue})
     assert response.status_code == 200, response.text

@@ -25,8 +25,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TOKEN = "load-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-DIALOGUES = ["#Person1#: Lunch?\n#Person2#: Yes.", "#Person1#: Is the train late?\n#Person2#: Ten minutes.",
-             "#Person1#: Can I pay by card?\n#Person2#: Of course.", "#Person1#: Bye!\n#Person2#: See you."]
+DIALOGUES = [
+    "#Person1#: Lunch?\n#Person2#: Yes.",
+    "#Person1#: Is the train late?\n#Person2#: Ten minutes.",
+    "#Person1#: Can I pay by card?\n#Person2#: Of course.",
+    "#Person1#: Bye!\n#Person2#: See you.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,9 @@ def app_factory(tmp_path_factory):
         registry = AdapterRegistry(load_model("random:tiny-llama"))
         for name, path in dirs.items():
             registry.load(name, path)
-        return create_app(registry, ServingConfig(**{"api_token": TOKEN, "default_max_new_tokens": 8, **overrides}))
+        return create_app(
+            registry, ServingConfig(**{"api_token": TOKEN, "default_max_new_tokens": 8, **overrides})
+        )
 
     return build
 
@@ -50,8 +56,9 @@ def running_server(app) -> Iterator[tuple[str, uvicorn.Server, threading.Thread]
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=20))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=20)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -107,8 +114,14 @@ def test_graceful_shutdown_finishes_requests_in_flight(app_factory):
     results: list[httpx.Response] = []
 
     def post(base_url, adapter):
-        results.append(httpx.post(f"{base_url}/v1/summarize", json={"dialogue": DIALOGUES[0], "adapter": adapter},
-                                  headers=AUTH, timeout=30))
+        results.append(
+            httpx.post(
+                f"{base_url}/v1/summarize",
+                json={"dialogue": DIALOGUES[0], "adapter": adapter},
+                headers=AUTH,
+                timeout=30,
+            )
+        )
 
     with running_server(app) as (base_url, server, thread):
         clients = [threading.Thread(target=post, args=(base_url, name)) for name in (None, "a0", "a1")]

@@ -27,9 +27,16 @@ def served_app(tmp_path_factory):
     registry = AdapterRegistry(load_model("random:tiny-llama"))
     registry.load("a0", make_random_adapter("random:tiny-llama", root / "a0", seed=1))
     # Small limits keep generated requests cheap; what goes beyond them must be a 413/422.
-    config = ServingConfig(api_token=TOKEN, default_max_new_tokens=4, max_new_tokens_limit=8,
-                           max_dialogues_per_request=4, max_dialogue_chars=2000, max_dialogue_tokens=2000,
-                           adapter_root=root, max_wait_ms=0)
+    config = ServingConfig(
+        api_token=TOKEN,
+        default_max_new_tokens=4,
+        max_new_tokens_limit=8,
+        max_dialogues_per_request=4,
+        max_dialogue_chars=2000,
+        max_dialogue_tokens=2000,
+        adapter_root=root,
+        max_wait_ms=0,
+    )
     return create_app(registry, config)
 
 
@@ -42,9 +49,17 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 def test_no_server_errors(case):
     for token in (TOKEN, "wrong-token"):
         response = case.call(headers={"Authorization": f"Bearer {token}"})

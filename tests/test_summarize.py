@@ -18,8 +18,11 @@ from dialogtune.serving.demo_adapters import make_random_adapter
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SPEC = "random:tiny-llama"
-DIALOGUES = ["#Person1#: Lunch?\n#Person2#: Yes.", "#Person1#: Is the train late?\n#Person2#: Ten minutes.",
-             "#Person1#: Can I pay by card?\n#Person2#: Of course."]
+DIALOGUES = [
+    "#Person1#: Lunch?\n#Person2#: Yes.",
+    "#Person1#: Is the train late?\n#Person2#: Ten minutes.",
+    "#Person1#: Can I pay by card?\n#Person2#: Of course.",
+]
 FAST = ["--max-new-tokens", "8"]
 
 
@@ -71,15 +74,18 @@ def test_text_on_stdin_and_forced_format(monkeypatch, capsys, tmp_path):
     assert not capsys.readouterr().out.startswith("{")
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"dialogue": "a"}\n{"text": "b"}\n', "input.jsonl:2: field 'dialogue' is missing; fields: text"),
-    ('{"dialogue": "a"}\n{"dialogue": \n', "input.jsonl:2:14: malformed JSON (Expecting value)"),
-    ('{"dialogue": ""}\n', "input.jsonl:1: field 'dialogue' is not a non-empty string"),
-    ('["a"]\n', "input.jsonl:1: expected a JSON object per line, got list"),
-    ("\n\n", "input.jsonl: empty input"),
-    # U+2028 inside a JSON string is not a line break: the bad row is still line 3.
-    ('{"dialogue": "a\u2028b"}\n{"dialogue": "c"}\n{"dialogue": 1}\n', "input.jsonl:3: field 'dialogue'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"dialogue": "a"}\n{"text": "b"}\n', "input.jsonl:2: field 'dialogue' is missing; fields: text"),
+        ('{"dialogue": "a"}\n{"dialogue": \n', "input.jsonl:2:14: malformed JSON (Expecting value)"),
+        ('{"dialogue": ""}\n', "input.jsonl:1: field 'dialogue' is not a non-empty string"),
+        ('["a"]\n', "input.jsonl:1: expected a JSON object per line, got list"),
+        ("\n\n", "input.jsonl: empty input"),
+        # U+2028 inside a JSON string is not a line break: the bad row is still line 3.
+        ('{"dialogue": "a\u2028b"}\n{"dialogue": "c"}\n{"dialogue": 1}\n', "input.jsonl:3: field 'dialogue'"),
+    ],
+)
 def test_bad_jsonl_is_one_line_with_file_and_line(tmp_path, capsys, content, message):
     path = tmp_path / "input.jsonl"
     path.write_text(content)
@@ -121,13 +127,34 @@ def test_serve_builds_the_app_and_binds_loopback_by_default(monkeypatch, adapter
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
     monkeypatch.setenv("DIALOGTUNE_API_TOKEN", "serve-test-token")
-    assert main(["serve", "--model", SPEC, "--adapter", f"mine={adapter_dir}", "--port", "0",
-                 "--max-new-tokens", "8"]) == 0
-    assert seen["host"] == "127.0.0.1" and seen["access_log"] is False and seen["timeout_graceful_shutdown"] == 60
+    assert (
+        main(
+            [
+                "serve",
+                "--model",
+                SPEC,
+                "--adapter",
+                f"mine={adapter_dir}",
+                "--port",
+                "0",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
+    assert (
+        seen["host"] == "127.0.0.1"
+        and seen["access_log"] is False
+        and seen["timeout_graceful_shutdown"] == 60
+    )
     with TestClient(seen["app"]) as client:
         assert client.post("/v1/summarize", json={"dialogue": DIALOGUES[0]}).status_code == 401
-        body = client.post("/v1/summarize", json={"dialogues": DIALOGUES, "adapter": "mine"},
-                           headers={"Authorization": "Bearer serve-test-token"}).json()
+        body = client.post(
+            "/v1/summarize",
+            json={"dialogues": DIALOGUES, "adapter": "mine"},
+            headers={"Authorization": "Bearer serve-test-token"},
+        ).json()
     assert body["summaries"] == expected(adapter_dir)
 
 

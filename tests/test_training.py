@@ -37,9 +37,13 @@ def write_dialogues(folder: Path, n_train: int = 8, n_eval: int = 4) -> Path:
         with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
             for i in range(count):
                 name, thing = NAMES[(i + offset) % 8], THINGS[(i * 3 + offset) % 8]
-                dialogue = f"#Person1#: Hi {name}, are you coming tonight?\n#Person2#: Yes, I will bring {thing}."
+                dialogue = (
+                    f"#Person1#: Hi {name}, are you coming tonight?\n#Person2#: Yes, I will bring {thing}."
+                )
                 summary = f"#Person2# will bring {thing}."
-                handle.write(json.dumps({"id": f"{split}_{i}", "dialogue": dialogue, "summary": summary}) + "\n")
+                handle.write(
+                    json.dumps({"id": f"{split}_{i}", "dialogue": dialogue, "summary": summary}) + "\n"
+                )
     return folder
 
 
@@ -59,11 +63,23 @@ def tiny_overrides(tmp_path: Path, model: str, method: str, *extra: str) -> list
     """``--set`` overrides for a fast, deterministic tiny run (eval off unless ``extra`` turns it on)."""
     data = write_dialogues(tmp_path / "data")
     return [
-        f"model={tiny_model(tmp_path, model)}", f"method={method}", f"output_dir={tmp_path / 'run'}", f"data.source={data}",
-        "data.eval.limit=4", "data.max_dialogue_tokens=96", "data.max_target_tokens=32",
-        "training.batch_size=8", "training.max_steps=8", "training.logging_steps=1", "training.precision=fp32",
-        f"training.learning_rate={1e-2 if method == 'full' else 3e-2}", "eval.strategy=no",
-        "lora.r=4", "lora.alpha=8", "lora.dropout=0.0", *extra,
+        f"model={tiny_model(tmp_path, model)}",
+        f"method={method}",
+        f"output_dir={tmp_path / 'run'}",
+        f"data.source={data}",
+        "data.eval.limit=4",
+        "data.max_dialogue_tokens=96",
+        "data.max_target_tokens=32",
+        "training.batch_size=8",
+        "training.max_steps=8",
+        "training.logging_steps=1",
+        "training.precision=fp32",
+        f"training.learning_rate={1e-2 if method == 'full' else 3e-2}",
+        "eval.strategy=no",
+        "lora.r=4",
+        "lora.alpha=8",
+        "lora.dropout=0.0",
+        *extra,
     ]
 
 
@@ -76,20 +92,43 @@ def logged_losses(run_dir: Path) -> list[float]:
     return [row["loss"] for row in history if "loss" in row]
 
 
-DIALOGUES = ["#Person1#: Hi Bob, are you coming tonight?\n#Person2#: Yes, I will bring tea.",
-             "#Person1#: Where is the cake?\n#Person2#: Anna has it."]
-ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "dialogtune_base.json", "README.md",
-                 "tokenizer.json", "tokenizer_config.json"}
-MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-               "tokenizer_config.json"}
+DIALOGUES = [
+    "#Person1#: Hi Bob, are you coming tonight?\n#Person2#: Yes, I will bring tea.",
+    "#Person1#: Where is the cake?\n#Person2#: Anna has it.",
+]
+ADAPTER_FILES = {
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "dialogtune_base.json",
+    "README.md",
+    "tokenizer.json",
+    "tokenizer_config.json",
+}
+MODEL_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+}
 
 
 @pytest.mark.parametrize("model", ["tiny-t5", "tiny-llama"])
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
     # Evaluate on the training examples before and after (eval mode: no dropout noise).
-    config = load_config(None, tiny_overrides(tmp_path, model, method, "data.eval.split=train",
-                                              "eval.strategy=steps", "eval.steps=8", "eval.on_start=true"))
+    config = load_config(
+        None,
+        tiny_overrides(
+            tmp_path,
+            model,
+            method,
+            "data.eval.split=train",
+            "eval.strategy=steps",
+            "eval.steps=8",
+            "eval.on_start=true",
+        ),
+    )
     result = train(config, progress=False)
     run = result.run_dir
     history = json.loads((run / "logs" / "history.json").read_text())
@@ -98,8 +137,9 @@ def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
     assert len(logged_losses(run)) == 8
 
     weights = "adapter" if method == "lora" else "model"
-    expected = {"config.yaml", "metadata.json", "logs/history.json"} | {f"{weights}/{f}" for f in
-                                                                       (ADAPTER_FILES if method == "lora" else MODEL_FILES)}
+    expected = {"config.yaml", "metadata.json", "logs/history.json"} | {
+        f"{weights}/{f}" for f in (ADAPTER_FILES if method == "lora" else MODEL_FILES)
+    }
     written = files_under(run)
     events = {f for f in written if f.startswith("logs/events.out.tfevents")}
     assert len(events) == 1 and written - events == expected
@@ -110,7 +150,9 @@ def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
     assert meta["train"]["global_step"] == 8 and meta["train"]["tokens_per_s"] > 0
     assert meta["data_fingerprint"]["train"] and meta["versions"]["transformers"]
     full_count = count_parameters(load_model(config.model).model)["total"]
-    assert meta["parameters"]["trainable"] == (full_count if method == "full" else meta["parameters"]["trainable"])
+    assert meta["parameters"]["trainable"] == (
+        full_count if method == "full" else meta["parameters"]["trainable"]
+    )
     if method == "lora":
         assert 0 < meta["parameters"]["trainable"] < 0.2 * full_count
 
@@ -121,8 +163,9 @@ def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
         reloaded = load_model(config.model, adapter=str(run / "adapter"))
     else:
         reloaded = load_model(str(run / "model"))
-    assert count_parameters(reloaded.model)["trainable"] == (0 if method == "lora" else
-                                                             count_parameters(reloaded.model)["trainable"])
+    assert count_parameters(reloaded.model)["trainable"] == (
+        0 if method == "lora" else count_parameters(reloaded.model)["trainable"]
+    )
     assert generate(reloaded, DIALOGUES, settings, config.prompt).texts == trained
     batch = reloaded.tokenizer(DIALOGUES, return_tensors="pt", padding=True)
     if result.loaded.kind.name == "seq2seq":
@@ -132,10 +175,16 @@ def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
 
 
 def test_adapter_is_much_smaller_than_full_model(tmp_path: Path) -> None:
-    lora = train(load_config(None, tiny_overrides(tmp_path / "l", "tiny-llama", "lora", "training.max_steps=1",
-                                                  "lora.r=1")), progress=False)
-    full = train(load_config(None, tiny_overrides(tmp_path / "f", "tiny-llama", "full", "training.max_steps=1")),
-                 progress=False)
+    lora = train(
+        load_config(
+            None, tiny_overrides(tmp_path / "l", "tiny-llama", "lora", "training.max_steps=1", "lora.r=1")
+        ),
+        progress=False,
+    )
+    full = train(
+        load_config(None, tiny_overrides(tmp_path / "f", "tiny-llama", "full", "training.max_steps=1")),
+        progress=False,
+    )
     adapter_bytes = (lora.run_dir / "adapter" / "adapter_model.safetensors").stat().st_size
     model_bytes = (full.run_dir / "model" / "model.safetensors").stat().st_size
     # r=1 on a 32-wide model: 1,024 LoRA numbers against 26,880 (the file header is ~3 KB of that).
@@ -150,16 +199,26 @@ def test_notebook_lora_on_flan_t5_base_shapes_trains_1_4_percent() -> None:
 
 
 def test_adapter_for_another_base_is_a_one_line_error(tmp_path: Path) -> None:
-    result = train(load_config(None, tiny_overrides(tmp_path, "tiny-t5", "lora", "training.max_steps=1")),
-                   progress=False)
+    result = train(
+        load_config(None, tiny_overrides(tmp_path, "tiny-t5", "lora", "training.max_steps=1")), progress=False
+    )
     with pytest.raises(ModelSpecError, match="does not match this model"):
         load_model("random:tiny-llama", adapter=str(result.run_dir / "adapter"))
 
 
 def test_eval_rouge_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
-    overrides = tiny_overrides(tmp_path, "tiny-llama", "lora", "eval.strategy=steps", "eval.steps=2",
-                               "eval.rouge_dialogues=2", "eval.generation.max_new_tokens=8", "eval.metric=rouge1",
-                               "eval.early_stopping_patience=1", "training.max_steps=12")
+    overrides = tiny_overrides(
+        tmp_path,
+        "tiny-llama",
+        "lora",
+        "eval.strategy=steps",
+        "eval.steps=2",
+        "eval.rouge_dialogues=2",
+        "eval.generation.max_new_tokens=8",
+        "eval.metric=rouge1",
+        "eval.early_stopping_patience=1",
+        "training.max_steps=12",
+    )
     result = train(load_config(None, overrides), progress=False)
     history = json.loads((result.run_dir / "logs" / "history.json").read_text())
     evals = [row for row in history if "eval_loss" in row]
@@ -177,8 +236,9 @@ def test_bf16_autocast_tracks_fp32(tmp_path: Path, model: str) -> None:
     for T5 too (fp16 overflows there; bf16 has fp32's range)."""
     curves = {}
     for precision in ("fp32", "bf16"):
-        config = load_config(None, tiny_overrides(tmp_path / precision, model, "full",
-                                                  f"training.precision={precision}"))
+        config = load_config(
+            None, tiny_overrides(tmp_path / precision, model, "full", f"training.precision={precision}")
+        )
         train(config, progress=False)
         curves[precision] = logged_losses(Path(config.output_dir))
     assert all(abs(a - b) / a < 0.05 for a, b in zip(curves["fp32"], curves["bf16"])), curves
@@ -192,13 +252,31 @@ def test_cli_generate_with_the_trained_adapter_matches_the_trained_model(tmp_pat
     config = load_config(None, tiny_overrides(tmp_path, "tiny-llama", "lora", "training.max_steps=4"))
     result = train(config, progress=False)
     output = tmp_path / "predictions.jsonl"
-    args = ["generate", "--model", config.model, "--adapter", str(result.run_dir / "adapter"),
-            "--data", config.data.source, "--split", "validation", "--max-new-tokens", "12",
-            "--max-dialogue-tokens", "96", "--output", str(output)]
+    args = [
+        "generate",
+        "--model",
+        config.model,
+        "--adapter",
+        str(result.run_dir / "adapter"),
+        "--data",
+        config.data.source,
+        "--split",
+        "validation",
+        "--max-new-tokens",
+        "12",
+        "--max-dialogue-tokens",
+        "96",
+        "--output",
+        str(output),
+    ]
     assert main(args) == 0
     records = load_records(DataConfig(source=config.data.source, split="validation"))
-    expected = generate(result.loaded, [r.dialogue for r in records],
-                        GenerationSettings(max_new_tokens=12, max_dialogue_tokens=96), config.prompt).texts
+    expected = generate(
+        result.loaded,
+        [r.dialogue for r in records],
+        GenerationSettings(max_new_tokens=12, max_dialogue_tokens=96),
+        config.prompt,
+    ).texts
     assert [row["prediction"] for row in read_jsonl(output)] == expected
 
 
@@ -207,9 +285,16 @@ def test_gradient_checkpointing_recomputes_the_same_losses(tmp_path: Path, metho
     """Checkpointing trades time for memory, not results: fp32, no dropout, same loss curve."""
     curves = {}
     for checkpointing in ("false", "true"):
-        config = load_config(None, tiny_overrides(tmp_path / checkpointing, "tiny-llama", method,
-                                                  "training.max_steps=3",
-                                                  f"training.gradient_checkpointing={checkpointing}"))
+        config = load_config(
+            None,
+            tiny_overrides(
+                tmp_path / checkpointing,
+                "tiny-llama",
+                method,
+                "training.max_steps=3",
+                f"training.gradient_checkpointing={checkpointing}",
+            ),
+        )
         model = train(config, progress=False).loaded.model
         base = model.get_base_model() if method == "lora" else model
         assert base.is_activation_checkpointing == (checkpointing == "true")

@@ -16,8 +16,11 @@ from dialogtune.training.loss import selective_causal_loss, supports_selective_l
 
 RECORDS = [
     Record("a", "#Person1#: Hi!\n#Person2#: Hello.", ("They greet.",)),
-    Record("b", "#Person1#: Is the shop open on Sunday?\n#Person2#: No, it is closed.", ("The shop is closed.",
-                                                                                        "#Person2# says no.")),
+    Record(
+        "b",
+        "#Person1#: Is the shop open on Sunday?\n#Person2#: No, it is closed.",
+        ("The shop is closed.", "#Person2# says no."),
+    ),
 ]
 TEMPLATE = PromptTemplate()
 
@@ -43,8 +46,14 @@ def test_causal_labels_mask_the_prompt_token_by_token(llama) -> None:
     examples = encode_records(llama, RECORDS, TEMPLATE, max_dialogue_tokens=None, max_target_tokens=64)
     assert len(examples) == 3  # one example per reference
     eos = llama.tokenizer.eos_token_id
-    for example, (record, reference) in zip(examples, [(RECORDS[0], "They greet."), (RECORDS[1], "The shop is closed."),
-                                                       (RECORDS[1], "#Person2# says no.")]):
+    for example, (record, reference) in zip(
+        examples,
+        [
+            (RECORDS[0], "They greet."),
+            (RECORDS[1], "The shop is closed."),
+            (RECORDS[1], "#Person2# says no."),
+        ],
+    ):
         prompt = byte_ids(TEMPLATE.fill(record.dialogue))
         target = [*byte_ids(reference), eos]
         assert example["input_ids"] == prompt + target
@@ -93,8 +102,9 @@ def test_token_counts(llama) -> None:
     examples = encode_records(llama, RECORDS, TEMPLATE, max_dialogue_tokens=None, max_target_tokens=64)
     counts = token_counts(examples)
     assert counts["examples"] == 3
-    assert counts["label_tokens"] == sum(len(byte_ids(r)) + 1 for r in ("They greet.", "The shop is closed.",
-                                                                        "#Person2# says no."))
+    assert counts["label_tokens"] == sum(
+        len(byte_ids(r)) + 1 for r in ("They greet.", "The shop is closed.", "#Person2# says no.")
+    )
 
 
 def _batch(loaded):

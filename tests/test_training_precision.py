@@ -31,9 +31,11 @@ def test_auto_is_bf16_only_for_lora_in_bf16_without_sharding() -> None:
     assert resolve_frozen_weights("auto", method="full", precision="bf16", sharded=False) == "fp32"
     assert resolve_frozen_weights("auto", method="lora", precision="bf16", sharded=True) == "fp32"
     assert resolve_frozen_weights("fp32", method="lora", precision="bf16", sharded=False) == "fp32"
-    for kwargs, message in [(dict(method="full", precision="bf16", sharded=False), "is for LoRA"),
-                            (dict(method="lora", precision="fp32", sharded=False), "needs bf16 training"),
-                            (dict(method="lora", precision="bf16", sharded=True), "FSDP/DeepSpeed")]:
+    for kwargs, message in [
+        (dict(method="full", precision="bf16", sharded=False), "is for LoRA"),
+        (dict(method="lora", precision="fp32", sharded=False), "needs bf16 training"),
+        (dict(method="lora", precision="bf16", sharded=True), "FSDP/DeepSpeed"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             resolve_frozen_weights("bf16", **kwargs)
     with pytest.raises(ConfigError, match="training.frozen_weights"):
@@ -60,8 +62,9 @@ def test_bf16_frozen_weights_give_bit_identical_loss_and_gradients(tmp_path: Pat
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
     records = load_records(DataConfig(source=str(write_dialogues(tmp_path / "data")), split="train", limit=4))
-    batch = make_collator(loaded.tokenizer)(encode_records(loaded, records, PromptTemplate(),
-                                                                max_dialogue_tokens=96, max_target_tokens=32))
+    batch = make_collator(loaded.tokenizer)(
+        encode_records(loaded, records, PromptTemplate(), max_dialogue_tokens=96, max_target_tokens=32)
+    )
     loaded.model.train()
     before = _loss_and_lora_grads(loaded.model, batch)
     frozen_fp32 = sum(p.numel() for p in loaded.model.parameters() if not p.requires_grad)
@@ -69,7 +72,9 @@ def test_bf16_frozen_weights_give_bit_identical_loss_and_gradients(tmp_path: Pat
     cast = freeze_linears_in_bf16(loaded.model)
     after = _loss_and_lora_grads(loaded.model, batch)
     assert cast > 0 and torch.equal(before[0], after[0])
-    assert before[1].keys() == after[1].keys() and all(torch.equal(before[1][k], after[1][k]) for k in before[1])
+    assert before[1].keys() == after[1].keys() and all(
+        torch.equal(before[1][k], after[1][k]) for k in before[1]
+    )
     # Trainable adapters, embeddings and a tied lm_head stay fp32.
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters() if p.requires_grad)
     assert loaded.model.get_input_embeddings().weight.dtype == torch.float32
@@ -82,16 +87,33 @@ def test_bf16_frozen_weights_give_bit_identical_loss_and_gradients(tmp_path: Pat
 def test_lora_training_in_bf16_stores_frozen_weights_in_bf16_with_the_same_loss_curve(tmp_path: Path) -> None:
     runs = {}
     for frozen in ("fp32", "bf16"):
-        overrides = tiny_overrides(tmp_path / frozen, "tiny-llama", "lora", "training.precision=bf16",
-                                   f"training.frozen_weights={frozen}", "training.max_steps=4",
-                                   "eval.strategy=steps", "eval.steps=4", "eval.rouge_dialogues=2",
-                                   "eval.generation.max_new_tokens=6")
+        overrides = tiny_overrides(
+            tmp_path / frozen,
+            "tiny-llama",
+            "lora",
+            "training.precision=bf16",
+            f"training.frozen_weights={frozen}",
+            "training.max_steps=4",
+            "eval.strategy=steps",
+            "eval.steps=4",
+            "eval.rouge_dialogues=2",
+            "eval.generation.max_new_tokens=6",
+        )
         runs[frozen] = train(load_config(None, overrides), progress=False)
     histories = {k: json.loads((r.run_dir / "logs" / "history.json").read_text()) for k, r in runs.items()}
-    curves = {k: [(row.get("loss"), row.get("eval_loss"), row.get("eval_rouge1")) for row in h
-                  if "loss" in row or "eval_loss" in row] for k, h in histories.items()}
+    curves = {
+        k: [
+            (row.get("loss"), row.get("eval_loss"), row.get("eval_rouge1"))
+            for row in h
+            if "loss" in row or "eval_loss" in row
+        ]
+        for k, h in histories.items()
+    }
     assert len(curves["bf16"]) >= 5 and curves["bf16"] == curves["fp32"]
-    assert runs["bf16"].metadata["frozen_weights"] == "bf16" and runs["fp32"].metadata["frozen_weights"] == "fp32"
+    assert (
+        runs["bf16"].metadata["frozen_weights"] == "bf16"
+        and runs["fp32"].metadata["frozen_weights"] == "fp32"
+    )
     # The returned model runs without autocast again (fp32 throughout).
     model = runs["bf16"].loaded.model
     assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -57,8 +57,13 @@ def test_resume_after_kill_9_equals_uninterrupted_run(tmp_path: Path) -> None:
     reference = train(load_config(CONFIG, overrides(tmp_path, "reference")), progress=False).run_dir
 
     sets = overrides(tmp_path, "killed")
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(CONFIG), *sets], env=child_env(),
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(CONFIG), *sets],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     run = tmp_path / "killed"
     checkpoints = run / "checkpoints"
@@ -69,8 +74,13 @@ def test_resume_after_kill_9_equals_uninterrupted_run(tmp_path: Path) -> None:
     (checkpoints / "checkpoint-6" / "adapter_model.safetensors").write_bytes(b"\x00" * 10)
 
     sets_args = [arg for s in sets for arg in ("--set", s)]
-    resumed = subprocess.run([sys.executable, "-m", "dialogtune", "train", str(CONFIG), *sets_args, "--resume",
-                              "--no-progress"], env=child_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dialogtune", "train", str(CONFIG), *sets_args, "--resume", "--no-progress"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout and "checkpoint-4" in resumed.stdout
 

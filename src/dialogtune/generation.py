@@ -55,8 +55,12 @@ class GenerationSettings:
                 raise ConfigError(f"generation.{key} has an invalid value: {getattr(self, key)!r}")
 
     def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
-                                  "do_sample": self.do_sample, "repetition_penalty": self.repetition_penalty}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "do_sample": self.do_sample,
+            "repetition_penalty": self.repetition_penalty,
+        }
         if self.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
         if self.do_sample:
@@ -69,11 +73,14 @@ class GenerationSettings:
         return asdict(self)
 
 
-def build_prompts(loaded: LoadedModel, dialogues: Sequence[str], template: PromptTemplate,
-                  max_dialogue_tokens: int | None) -> list[str]:
+def build_prompts(
+    loaded: LoadedModel, dialogues: Sequence[str], template: PromptTemplate, max_dialogue_tokens: int | None
+) -> list[str]:
     tok = loaded.tokenizer
-    return [loaded.kind.format_prompt(tok, truncate_dialogue(tok, d, max_dialogue_tokens), template)
-            for d in dialogues]
+    return [
+        loaded.kind.format_prompt(tok, truncate_dialogue(tok, d, max_dialogue_tokens), template)
+        for d in dialogues
+    ]
 
 
 @dataclass
@@ -125,11 +132,16 @@ def generate(
             batch = tok.pad({"input_ids": [encoded[i] for i in indices]}, padding=True, return_tensors="pt")
             batch = {k: v.to(loaded.device) for k, v in batch.items()}
             # Rows are reordered by length, so the adapter names follow their rows.
-            per_row = {"adapter_names": [adapter_names[i] for i in indices]} if adapter_names is not None else {}
-            output = loaded.model.generate(**batch, **settings.generate_kwargs(),
-                                           pad_token_id=tok.pad_token_id, **per_row)
+            per_row = (
+                {"adapter_names": [adapter_names[i] for i in indices]} if adapter_names is not None else {}
+            )
+            output = loaded.model.generate(
+                **batch, **settings.generate_kwargs(), pad_token_id=tok.pad_token_id, **per_row
+            )
             decoded = loaded.kind.decode_generated(tok, output, batch["input_ids"].shape[1])
-            new_tokens = output.shape[1] - (batch["input_ids"].shape[1] if loaded.kind.name == "causal" else 0)
+            new_tokens = output.shape[1] - (
+                batch["input_ids"].shape[1] if loaded.kind.name == "causal" else 0
+            )
             generated_tokens += new_tokens * len(indices)
             for i, text in zip(indices, decoded):
                 texts[i] = text
@@ -137,5 +149,9 @@ def generate(
                 on_batch(indices, decoded)
             bar.update(len(indices))
     bar.close()
-    return GenerationResult(texts=texts, seconds=time.perf_counter() - start,
-                            prompt_tokens=sum(len(e) for e in encoded), generated_tokens=generated_tokens)
+    return GenerationResult(
+        texts=texts,
+        seconds=time.perf_counter() - start,
+        prompt_tokens=sum(len(e) for e in encoded),
+        generated_tokens=generated_tokens,
+    )

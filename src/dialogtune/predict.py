@@ -83,7 +83,9 @@ def predict_records(
 
     start = time.perf_counter()
     try:
-        result = generate(loaded, [r.dialogue for r in todo], settings, template, progress=progress, on_batch=save)
+        result = generate(
+            loaded, [r.dialogue for r in todo], settings, template, progress=progress, on_batch=save
+        )
     finally:
         if handle is not None:
             handle.close()
@@ -99,4 +101,3 @@ def predict_records(
         "run_key": key,
     }
     return [done[r.id] for r in records], stats
-

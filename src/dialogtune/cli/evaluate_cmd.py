@@ -19,8 +19,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_data_args(parser)
     add_generation_args(parser)
     group = parser.add_argument_group("scoring")
-    group.add_argument("--lsum-split", choices=["sentences", "newline", "none"], default="sentences",
-                       help="how texts are split into lines for rougeLsum (default: %(default)s)")
+    group.add_argument(
+        "--lsum-split",
+        choices=["sentences", "newline", "none"],
+        default="sentences",
+        help="how texts are split into lines for rougeLsum (default: %(default)s)",
+    )
     group.add_argument("--no-stemmer", action="store_true", help="disable the Porter stemmer")
     group.add_argument("--n-resamples", type=positive_int, default=1000, help="bootstrap resamples for CIs")
     parser.add_argument("--output-dir", required=True, help="run directory to write")
@@ -35,9 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from dialogtune.models.loading import load_model
 
     spec = EvaluationSpec(
-        data=data_config_from_args(args), generation=generation_settings_from_args(args),
-        prompt=prompt_from_args(args), rouge=RougeSettings(use_stemmer=not args.no_stemmer, lsum_split=args.lsum_split),
-        n_resamples=args.n_resamples, seed=args.seed,
+        data=data_config_from_args(args),
+        generation=generation_settings_from_args(args),
+        prompt=prompt_from_args(args),
+        rouge=RougeSettings(use_stemmer=not args.no_stemmer, lsum_split=args.lsum_split),
+        n_resamples=args.n_resamples,
+        seed=args.seed,
     )
     records = load_records(spec.data, require_references=True)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)

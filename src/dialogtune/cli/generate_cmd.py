@@ -19,7 +19,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_data_args(parser)
     add_generation_args(parser)
     parser.add_argument("--output", required=True, help="predictions JSONL file to write")
-    parser.add_argument("--no-resume", action="store_true", help="ignore outputs of an interrupted earlier run")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="ignore outputs of an interrupted earlier run"
+    )
     parser.set_defaults(func=run)
 
 
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     write_predictions(output, [prediction_row(r, p) for r, p in zip(records, predictions)])
     partial.unlink(missing_ok=True)
     note = " (RANDOM WEIGHTS)" if loaded.spec.is_random else ""
-    print(f"wrote {len(records)} predictions to {output}{note}; "
-          f"{stats['generation_seconds']:.1f}s, {stats['resumed']} resumed")
+    print(
+        f"wrote {len(records)} predictions to {output}{note}; "
+        f"{stats['generation_seconds']:.1f}s, {stats['resumed']} resumed"
+    )
     return 0

@@ -36,43 +36,114 @@ def _port(text: str) -> int:
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser, adapter=False)
-    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
-                        help="a LoRA adapter to serve under NAME (repeatable); requests pick it by name")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a LoRA adapter to serve under NAME (repeatable); requests pick it by name",
+    )
     net = parser.add_argument_group("network")
-    net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    net.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
+    )
     net.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
-    net.add_argument("--token-env", default=_TOKEN_ENV, metavar="VAR",
-                     help="environment variable holding the bearer token; unset: no auth (default: %(default)s)")
-    net.add_argument("--adapter-root", default=None, metavar="DIR",
-                     help="the admin endpoint loads adapters only from under DIR")
-    net.add_argument("--graceful-timeout", type=positive_int, default=60, metavar="S",
-                     help="on shutdown, wait up to S seconds for requests in flight (default: %(default)s)")
-    net.add_argument("--torch-threads", type=positive_int, default=None, metavar="N",
-                     help="CPU threads for the model (default: torch's choice); 1 avoids OpenMP "
-                          "oversubscription on a busy or shared CPU")
+    net.add_argument(
+        "--token-env",
+        default=_TOKEN_ENV,
+        metavar="VAR",
+        help="environment variable holding the bearer token; unset: no auth (default: %(default)s)",
+    )
+    net.add_argument(
+        "--adapter-root",
+        default=None,
+        metavar="DIR",
+        help="the admin endpoint loads adapters only from under DIR",
+    )
+    net.add_argument(
+        "--graceful-timeout",
+        type=positive_int,
+        default=60,
+        metavar="S",
+        help="on shutdown, wait up to S seconds for requests in flight (default: %(default)s)",
+    )
+    net.add_argument(
+        "--torch-threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads for the model (default: torch's choice); 1 avoids OpenMP "
+        "oversubscription on a busy or shared CPU",
+    )
     net.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     limits = parser.add_argument_group("limits and batching")
-    limits.add_argument("--max-dialogue-chars", type=positive_int, default=20_000, metavar="N",
-                        help="longer dialogues get 413 (default: %(default)s)")
-    limits.add_argument("--max-dialogue-tokens", type=positive_int, default=2048, metavar="N",
-                        help="longer dialogues get 413 (default: %(default)s)")
-    limits.add_argument("--max-dialogues-per-request", type=positive_int, default=32, metavar="N",
-                        help="larger requests get 413 (default: %(default)s)")
-    limits.add_argument("--max-body-bytes", type=positive_int, default=2 * 1024 * 1024, metavar="N",
-                        help="larger request bodies get 413 before parsing (default: %(default)s)")
-    limits.add_argument("--max-new-tokens", type=positive_int, default=200, metavar="N",
-                        help="summary length when a request sets none (default: %(default)s)")
-    limits.add_argument("--max-new-tokens-limit", type=positive_int, default=512, metavar="N",
-                        help="largest max_new_tokens a request may ask for (default: %(default)s)")
-    limits.add_argument("--max-batch-size", type=positive_int, default=16, metavar="N",
-                        help="most dialogues per generate call; 1 handles requests strictly one by one "
-                             "(default: %(default)s)")
-    limits.add_argument("--max-wait-ms", type=float, default=10.0, metavar="MS",
-                        help="how long an idle server waits for more requests to batch (default: %(default)s)")
-    limits.add_argument("--max-queued-dialogues", type=positive_int, default=512, metavar="N",
-                        help="beyond this many waiting dialogues, requests get 503 (default: %(default)s)")
-    limits.add_argument("--no-mixed-batches", action="store_true",
-                        help="never put different adapters in one generate call")
+    limits.add_argument(
+        "--max-dialogue-chars",
+        type=positive_int,
+        default=20_000,
+        metavar="N",
+        help="longer dialogues get 413 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-dialogue-tokens",
+        type=positive_int,
+        default=2048,
+        metavar="N",
+        help="longer dialogues get 413 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-dialogues-per-request",
+        type=positive_int,
+        default=32,
+        metavar="N",
+        help="larger requests get 413 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-body-bytes",
+        type=positive_int,
+        default=2 * 1024 * 1024,
+        metavar="N",
+        help="larger request bodies get 413 before parsing (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=200,
+        metavar="N",
+        help="summary length when a request sets none (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-new-tokens-limit",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="largest max_new_tokens a request may ask for (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="most dialogues per generate call; 1 handles requests strictly one by one "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=10.0,
+        metavar="MS",
+        help="how long an idle server waits for more requests to batch (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-queued-dialogues",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="beyond this many waiting dialogues, requests get 503 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--no-mixed-batches", action="store_true", help="never put different adapters in one generate call"
+    )
     add_prompt_args(parser)
     parser.set_defaults(func=run)
 
@@ -114,13 +185,19 @@ def run(args: argparse.Namespace) -> int:
 
     token = os.environ.get(args.token_env) or None
     config = ServingConfig(
-        max_dialogue_chars=args.max_dialogue_chars, max_dialogue_tokens=args.max_dialogue_tokens,
-        max_dialogues_per_request=args.max_dialogues_per_request, max_body_bytes=args.max_body_bytes,
+        max_dialogue_chars=args.max_dialogue_chars,
+        max_dialogue_tokens=args.max_dialogue_tokens,
+        max_dialogues_per_request=args.max_dialogues_per_request,
+        max_body_bytes=args.max_body_bytes,
         default_max_new_tokens=args.max_new_tokens,
-        max_new_tokens_limit=args.max_new_tokens_limit, max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms, max_queued_dialogues=args.max_queued_dialogues,
-        mixed_adapter_batches=not args.no_mixed_batches, api_token=token,
-        adapter_root=Path(args.adapter_root) if args.adapter_root else None, template=prompt_from_args(args),
+        max_new_tokens_limit=args.max_new_tokens_limit,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queued_dialogues=args.max_queued_dialogues,
+        mixed_adapter_batches=not args.no_mixed_batches,
+        api_token=token,
+        adapter_root=Path(args.adapter_root) if args.adapter_root else None,
+        template=prompt_from_args(args),
     )
     adapters = [parse_adapter_arg(text) for text in args.adapter]
     names = [name for name, _ in adapters]
@@ -130,8 +207,11 @@ def run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     log = logging.getLogger("dialogtune.serve")
     if not _is_loopback(args.host) and token is None:
-        log.warning("listening on %s without a token: anyone who can reach this port can use the API "
-                    "(set $%s)", args.host, args.token_env)
+        log.warning(
+            "listening on %s without a token: anyone who can reach this port can use the API (set $%s)",
+            args.host,
+            args.token_env,
+        )
 
     if args.torch_threads:
         import torch
@@ -142,13 +222,25 @@ def run(args: argparse.Namespace) -> int:
     for name, path in adapters:
         info = registry.load(name, path)
         log.info("adapter '%s': %s (r=%s, %.2f MB)", name, info.path, info.rank, info.size_bytes / 1e6)
-    log.info("serving %s with %d adapter(s) on http://%s:%d (docs at /docs, auth %s)", loaded.spec.display_name,
-             len(adapters), args.host, args.port, "on" if token else "off")
+    log.info(
+        "serving %s with %d adapter(s) on http://%s:%d (docs at /docs, auth %s)",
+        loaded.spec.display_name,
+        len(adapters),
+        args.host,
+        args.port,
+        "on" if token else "off",
+    )
 
     import uvicorn
 
     app = create_app(registry, config)
     # uvicorn's own access log is replaced by our JSON request log.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=args.graceful_timeout)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
     return 0

@@ -36,13 +36,26 @@ class SummarizeInput:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", nargs="?", default=None, metavar="FILE",
-                        help="a text file (one dialogue) or JSONL file (one object per line); - or absent: stdin")
-    parser.add_argument("--format", choices=["auto", "text", "jsonl"], default="auto",
-                        help="input format; auto: .jsonl files and input whose first line is a JSON object "
-                             "are JSONL, anything else is one plain-text dialogue (default: auto)")
-    parser.add_argument("--dialogue-column", metavar="FIELD", default="dialogue",
-                        help="JSONL field holding the dialogue (default: %(default)s)")
+    parser.add_argument(
+        "input",
+        nargs="?",
+        default=None,
+        metavar="FILE",
+        help="a text file (one dialogue) or JSONL file (one object per line); - or absent: stdin",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["auto", "text", "jsonl"],
+        default="auto",
+        help="input format; auto: .jsonl files and input whose first line is a JSON object "
+        "are JSONL, anything else is one plain-text dialogue (default: auto)",
+    )
+    parser.add_argument(
+        "--dialogue-column",
+        metavar="FIELD",
+        default="dialogue",
+        help="JSONL field holding the dialogue (default: %(default)s)",
+    )
     add_model_args(parser)
     add_generation_args(parser)
     parser.set_defaults(func=run)
@@ -89,8 +102,10 @@ def parse_input(name: str, text: str, fmt: str = "auto", column: str = "dialogue
         value = row.get(column)
         if not isinstance(value, str) or not value.strip():
             found = "missing" if column not in row else f"not a non-empty string ({json.dumps(value)[:40]})"
-            raise DataError(f"{name}:{number}: field '{column}' is {found}"
-                            + ("" if column in row else f"; fields: {', '.join(sorted(row))[:120]}"))
+            raise DataError(
+                f"{name}:{number}: field '{column}' is {found}"
+                + ("" if column in row else f"; fields: {', '.join(sorted(row))[:120]}")
+            )
         rows.append(row)
     if not rows:
         raise DataError(f"{name}: empty input (no JSON lines)")

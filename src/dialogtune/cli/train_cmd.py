@@ -12,13 +12,25 @@ import json
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG.yaml", help="training config (see configs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set training.learning_rate=2e-4 (repeatable)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in output_dir from its newest complete checkpoint")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set training.learning_rate=2e-4 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in output_dir from its newest complete checkpoint",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in output_dir")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config as YAML and exit (validates it)")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as YAML and exit (validates it)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
     parser.set_defaults(func=run)
 
@@ -38,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if result.metadata:  # only the main process writes and reports
         meta = result.metadata
         print(f"run directory: {result.run_dir}" + (" (RANDOM WEIGHTS)" if result.loaded.random_init else ""))
-        print(json.dumps({"train": meta["train"], "best": meta["best"], "last_eval": meta["last_eval"]},
-                         default=str))
+        print(
+            json.dumps(
+                {"train": meta["train"], "best": meta["best"], "last_eval": meta["last_eval"]}, default=str
+            )
+        )
     return 0

@@ -19,4 +19,9 @@ class Record:
     topic: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {"id": self.id, "dialogue": self.dialogue, "references": list(self.references), "topic": self.topic}
+        return {
+            "id": self.id,
+            "dialogue": self.dialogue,
+            "references": list(self.references),
+            "topic": self.topic,
+        }

@@ -57,17 +57,30 @@ def evaluate_to_dir(
     out = Path(output_dir)
     split = spec.data.split
     config = {
-        "model": loaded.spec.raw, "adapter": loaded.adapter, "random_weights": loaded.spec.is_random,
-        "data": spec.data.to_dict(), "generation": spec.generation.to_dict(), "prompt": spec.prompt.to_dict(),
-        "rouge": spec.rouge.to_dict(), "bootstrap": {"n_resamples": spec.n_resamples, "seed": spec.seed},
+        "model": loaded.spec.raw,
+        "adapter": loaded.adapter,
+        "random_weights": loaded.spec.is_random,
+        "data": spec.data.to_dict(),
+        "generation": spec.generation.to_dict(),
+        "prompt": spec.prompt.to_dict(),
+        "rouge": spec.rouge.to_dict(),
+        "bootstrap": {"n_resamples": spec.n_resamples, "seed": spec.seed},
     }
     write_yaml(out / "config.yaml", config)
     predictions, stats = predict_records(
-        loaded, records, spec.generation, spec.prompt,
-        partial_path=out / "predictions" / f"{split}.jsonl.partial", progress=progress,
+        loaded,
+        records,
+        spec.generation,
+        spec.prompt,
+        partial_path=out / "predictions" / f"{split}.jsonl.partial",
+        progress=progress,
     )
     metrics, per_example = compute_metrics(
-        predictions, [list(r.references) for r in records], spec.rouge, n_resamples=spec.n_resamples, seed=spec.seed
+        predictions,
+        [list(r.references) for r in records],
+        spec.rouge,
+        n_resamples=spec.n_resamples,
+        seed=spec.seed,
     )
     metrics["model"] = loaded.describe()
     metrics["generation"] = {**spec.generation.to_dict(), **stats}
@@ -78,10 +91,16 @@ def evaluate_to_dir(
     write_predictions(out / "predictions" / f"{split}.jsonl", rows)
     write_json(out / "metrics" / f"{split}.json", metrics)
     (out / "predictions" / f"{split}.jsonl.partial").unlink(missing_ok=True)
-    write_json(out / "metadata.json", run_metadata(
-        started, model=loaded.describe(), parameters=count_parameters(loaded.model),
-        data_fingerprint=metrics["data"]["fingerprint"], generation_stats=stats,
-    ))
+    write_json(
+        out / "metadata.json",
+        run_metadata(
+            started,
+            model=loaded.describe(),
+            parameters=count_parameters(loaded.model),
+            data_fingerprint=metrics["data"]["fingerprint"],
+            generation_stats=stats,
+        ),
+    )
     return metrics
 
 
@@ -94,8 +113,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             continue
         m = metrics[key]
         best = maxes.get(key, {}).get("mean")
-        lines.append(f"{key:<10} {m['mean']:>7.4f}  [{m['ci_low']:.4f}, {m['ci_high']:.4f}] "
-                     f"{best:>7.4f}" if best is not None else f"{key:<10} {m['mean']:>7.4f}")
+        lines.append(
+            f"{key:<10} {m['mean']:>7.4f}  [{m['ci_low']:.4f}, {m['ci_high']:.4f}] {best:>7.4f}"
+            if best is not None
+            else f"{key:<10} {m['mean']:>7.4f}"
+        )
     lines.append(f"n={metrics.get('n')} dialogues, {metrics.get('n_references')} references")
     if metrics.get("warning"):
         lines.append(f"WARNING: {metrics['warning']}")

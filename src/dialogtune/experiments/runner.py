@@ -144,7 +144,9 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _train_child(config: Any, resume: bool, overwrite: bool, progress: bool, errors: Any, parent: int) -> None:
+def _train_child(
+    config: Any, resume: bool, overwrite: bool, progress: bool, errors: Any, parent: int
+) -> None:
     from dialogtune.errors import DialogtuneError
     from dialogtune.training import train
 
@@ -162,7 +164,9 @@ def _train_in_subprocess(config: Any, *, resume: bool, overwrite: bool, progress
     (weights, optimizer, allocator caches) is returned before the next stage starts."""
     context = multiprocessing.get_context("spawn")  # no fork: torch threads and CUDA do not survive it
     errors = context.SimpleQueue()
-    child = context.Process(target=_train_child, args=(config, resume, overwrite, progress, errors, os.getpid()))
+    child = context.Process(
+        target=_train_child, args=(config, resume, overwrite, progress, errors, os.getpid())
+    )
     child.start()
     try:
         child.join()

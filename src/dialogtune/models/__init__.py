@@ -5,6 +5,15 @@ from dialogtune.models.loading import LoadedModel, load_model, load_tokenizer
 from dialogtune.models.specs import DEFAULT_MODEL, ModelSpec, resolve_spec
 
 __all__ = [
-    "CAUSAL", "DEFAULT_MODEL", "IGNORE_INDEX", "SEQ2SEQ", "LoadedModel", "ModelKind", "ModelSpec",
-    "kind_for_config", "load_model", "load_tokenizer", "resolve_spec",
+    "CAUSAL",
+    "DEFAULT_MODEL",
+    "IGNORE_INDEX",
+    "SEQ2SEQ",
+    "LoadedModel",
+    "ModelKind",
+    "ModelSpec",
+    "kind_for_config",
+    "load_model",
+    "load_tokenizer",
+    "resolve_spec",
 ]

@@ -21,8 +21,18 @@ if TYPE_CHECKING:
     from dialogtune.models.loading import LoadedModel
 
 BASE_FILE = "dialogtune_base.json"
-_SIGNATURE_KEYS = ("model_type", "vocab_size", "d_model", "hidden_size", "num_layers", "num_hidden_layers",
-                   "num_heads", "num_attention_heads", "d_ff", "intermediate_size")
+_SIGNATURE_KEYS = (
+    "model_type",
+    "vocab_size",
+    "d_model",
+    "hidden_size",
+    "num_layers",
+    "num_hidden_layers",
+    "num_heads",
+    "num_attention_heads",
+    "d_ff",
+    "intermediate_size",
+)
 
 
 def base_signature(model: PreTrainedModel) -> dict[str, Any]:
@@ -31,8 +41,11 @@ def base_signature(model: PreTrainedModel) -> dict[str, Any]:
 
 
 def write_base_info(adapter_dir: str | Path, loaded: LoadedModel) -> None:
-    info = {"base_model": loaded.spec.raw, "random_weights": loaded.spec.is_random,
-            "signature": base_signature(_base_model(loaded.model))}
+    info = {
+        "base_model": loaded.spec.raw,
+        "random_weights": loaded.spec.is_random,
+        "signature": base_signature(_base_model(loaded.model)),
+    }
     Path(adapter_dir, BASE_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
@@ -48,7 +61,9 @@ def check_adapter(adapter_dir: str | Path, model: PreTrainedModel) -> dict[str, 
     if not (folder / "adapter_config.json").is_file():
         raise ModelSpecError(f"{adapter_dir} is not a PEFT adapter (no adapter_config.json)")
     if not (folder / "adapter_model.safetensors").is_file():
-        raise ModelSpecError(f"{adapter_dir} has no adapter_model.safetensors (pickled adapters are not loaded)")
+        raise ModelSpecError(
+            f"{adapter_dir} has no adapter_model.safetensors (pickled adapters are not loaded)"
+        )
     info_path = folder / BASE_FILE
     info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
     expected = info.get("signature")
@@ -62,8 +77,9 @@ def check_adapter(adapter_dir: str | Path, model: PreTrainedModel) -> dict[str, 
     return info
 
 
-def attach_adapter(loaded: LoadedModel, adapter_dir: str | Path, *, trainable: bool = False,
-                   name: str = "default") -> None:
+def attach_adapter(
+    loaded: LoadedModel, adapter_dir: str | Path, *, trainable: bool = False, name: str = "default"
+) -> None:
     """Load a LoRA adapter onto ``loaded.model`` (frozen unless ``trainable``), in place."""
     check_adapter(adapter_dir, loaded.model)
     try:

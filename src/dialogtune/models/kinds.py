@@ -22,11 +22,15 @@ class ModelKind(Protocol):
     name: str
     padding_side: str
 
-    def format_prompt(self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate) -> str: ...
+    def format_prompt(
+        self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate
+    ) -> str: ...
 
     def encode_prompts(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]: ...
 
-    def decode_generated(self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int) -> list[str]: ...
+    def decode_generated(
+        self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int
+    ) -> list[str]: ...
 
     def encode_example(
         self, tokenizer: PreTrainedTokenizerBase, prompt: str, summary: str, max_target_tokens: int
@@ -61,7 +65,9 @@ class Seq2SeqKind:
     # Encoder inputs can be padded on either side; right is what T5/BART were trained with.
     padding_side: str = "right"
 
-    def format_prompt(self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate) -> str:
+    def format_prompt(
+        self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate
+    ) -> str:
         if template.chat == "always":
             raise ConfigError("prompt.chat=always is only for causal chat models")
         return template.fill(dialogue)
@@ -69,7 +75,9 @@ class Seq2SeqKind:
     def encode_prompts(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
         return tokenizer(prompts, add_special_tokens=True)["input_ids"]
 
-    def decode_generated(self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int) -> list[str]:
+    def decode_generated(
+        self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int
+    ) -> list[str]:
         # The decoder output holds only the summary (after the decoder start token).
         return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
 
@@ -96,7 +104,9 @@ class CausalKind:
             raise ConfigError("prompt.chat=always but this tokenizer has no chat template")
         return has_chat and template.chat != "never"
 
-    def format_prompt(self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate) -> str:
+    def format_prompt(
+        self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate
+    ) -> str:
         text = template.fill(dialogue)
         if not self._use_chat(tokenizer, template):
             return text
@@ -116,15 +126,22 @@ class CausalKind:
         bos_text = tokenizer.convert_ids_to_tokens(bos)
         return [ids if prompt.startswith(bos_text) else [bos, *ids] for prompt, ids in zip(prompts, encoded)]
 
-    def decode_generated(self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int) -> list[str]:
+    def decode_generated(
+        self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int
+    ) -> list[str]:
         # generate() returns prompt + continuation for decoder-only models.
-        return [text.strip() for text in tokenizer.batch_decode(output[:, input_length:], skip_special_tokens=True)]
+        return [
+            text.strip()
+            for text in tokenizer.batch_decode(output[:, input_length:], skip_special_tokens=True)
+        ]
 
     def encode_example(
         self, tokenizer: PreTrainedTokenizerBase, prompt: str, summary: str, max_target_tokens: int
     ) -> dict[str, list[int]]:
         prompt_ids = self.encode_prompts(tokenizer, [prompt])[0]
-        target_ids = tokenizer(summary.strip(), add_special_tokens=False)["input_ids"][: max_target_tokens - 1]
+        target_ids = tokenizer(summary.strip(), add_special_tokens=False)["input_ids"][
+            : max_target_tokens - 1
+        ]
         # The model must learn to stop: end the target with EOS (for chat models the
         # end-of-turn token, which is what their tokenizer calls eos).
         target_ids = [*target_ids, tokenizer.eos_token_id]

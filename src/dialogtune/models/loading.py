@@ -32,8 +32,14 @@ from dialogtune.models.specs import ModelSpec, resolve_spec
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 @dataclass
@@ -186,7 +192,9 @@ def _load_dir(location: str, torch_dtype: torch.dtype) -> tuple[PreTrainedModel,
             location, dtype=torch_dtype, trust_remote_code=False, use_safetensors=True
         )
     except OSError as exc:
-        raise ModelSpecError(f"cannot load model weights from {location}: {str(exc).splitlines()[0]}") from exc
+        raise ModelSpecError(
+            f"cannot load model weights from {location}: {str(exc).splitlines()[0]}"
+        ) from exc
     tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
     return model, tokenizer
 
@@ -282,4 +290,6 @@ def load_tokenizer(spec: str | ModelSpec) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(spec.location, trust_remote_code=False)
     except (OSError, ValueError) as exc:
-        raise ModelSpecError(f"cannot load tokenizer for '{spec.raw}': {str(exc).splitlines()[0][:160]}") from exc
+        raise ModelSpecError(
+            f"cannot load tokenizer for '{spec.raw}': {str(exc).splitlines()[0][:160]}"
+        ) from exc

@@ -16,7 +16,9 @@ from transformers import LlamaConfig, PretrainedConfig, PreTrainedTokenizerFast,
 BYTE_VOCAB_SIZE = 259
 
 
-def _flan_t5(d_model: int, d_ff: int, num_layers: int, num_heads: int, vocab_size: int = 32128) -> dict[str, Any]:
+def _flan_t5(
+    d_model: int, d_ff: int, num_layers: int, num_heads: int, vocab_size: int = 32128
+) -> dict[str, Any]:
     # FLAN-T5 is T5 v1.1: gated-GELU feed-forward and a separate (untied) lm_head.
     # ``tie_word_embeddings=False`` is what the published configs say; transformers 5
     # reads it as "do not scale decoder outputs" and we untie lm_head after building.
@@ -45,8 +47,10 @@ RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
     # Tiny models for fast tests: a few thousand parameters, byte-level vocabulary.
     # Larger-than-default init so random outputs are varied rather than one repeated
     # token: tests comparing generations (batched vs sequential) then mean something.
-    "tiny-t5": {**_flan_t5(d_model=32, d_ff=64, num_layers=2, num_heads=4, vocab_size=BYTE_VOCAB_SIZE),
-                "initializer_factor": 10.0},
+    "tiny-t5": {
+        **_flan_t5(d_model=32, d_ff=64, num_layers=2, num_heads=4, vocab_size=BYTE_VOCAB_SIZE),
+        "initializer_factor": 10.0,
+    },
     "tiny-llama": dict(
         kind="llama",
         vocab_size=BYTE_VOCAB_SIZE,
@@ -109,5 +113,9 @@ def byte_tokenizer(*, append_eos: bool) -> PreTrainedTokenizerFast:
             single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
         )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=4096
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=4096,
     )

@@ -72,9 +72,13 @@ class SummarizeService:
         self.registry = registry
         self.config = config
         self.batcher = MicroBatcher(
-            lambda dialogues, adapters, settings: registry.generate(dialogues, adapters, settings, config.template),
-            max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_s,
-            max_queued=config.max_queued_dialogues, mixed_adapters=config.mixed_adapter_batches,
+            lambda dialogues, adapters, settings: registry.generate(
+                dialogues, adapters, settings, config.template
+            ),
+            max_batch_size=config.max_batch_size,
+            max_wait_s=config.max_wait_s,
+            max_queued=config.max_queued_dialogues,
+            mixed_adapters=config.mixed_adapter_batches,
         )
         # The model thread pads with the model's tokenizer; counting tokens here, on the
         # event loop, uses a private copy so the two threads never share Rust state.
@@ -85,41 +89,66 @@ class SummarizeService:
         dialogues = body.texts()
         if body.adapter is not None and body.adapter not in self.registry:
             known = ", ".join(sorted(self.registry.infos)) or "none"
-            raise HTTPException(404, f"unknown adapter '{body.adapter}' (loaded: {known}; omit 'adapter' for "
-                                     "the base model)")
+            raise HTTPException(
+                404, f"unknown adapter '{body.adapter}' (loaded: {known}; omit 'adapter' for the base model)"
+            )
         if len(dialogues) > cfg.max_dialogues_per_request:
-            raise HTTPException(413, f"{len(dialogues)} dialogues in one request; this server accepts at most "
-                                     f"{cfg.max_dialogues_per_request} (split the request)")
+            raise HTTPException(
+                413,
+                f"{len(dialogues)} dialogues in one request; this server accepts at most "
+                f"{cfg.max_dialogues_per_request} (split the request)",
+            )
         for i, text in enumerate(dialogues):
             if len(text) > cfg.max_dialogue_chars:
-                raise HTTPException(413, f"dialogue {i} has {len(text)} characters; this server accepts at most "
-                                         f"{cfg.max_dialogue_chars}")
+                raise HTTPException(
+                    413,
+                    f"dialogue {i} has {len(text)} characters; this server accepts at most "
+                    f"{cfg.max_dialogue_chars}",
+                )
         # Counting tokens is the costliest check, so it comes last.
         lengths = [len(ids) for ids in self._counter(dialogues, add_special_tokens=False)["input_ids"]]
         for i, n in enumerate(lengths):
             if n > cfg.max_dialogue_tokens:
-                raise HTTPException(413, f"dialogue {i} has {n} tokens; this server accepts at most "
-                                         f"{cfg.max_dialogue_tokens}")
-        return DecodedRequest(dialogues, body.adapter, self.settings_for(body.options), body.dialogue is not None)
+                raise HTTPException(
+                    413, f"dialogue {i} has {n} tokens; this server accepts at most {cfg.max_dialogue_tokens}"
+                )
+        return DecodedRequest(
+            dialogues, body.adapter, self.settings_for(body.options), body.dialogue is not None
+        )
 
     def settings_for(self, options: GenerationOptions | None) -> GenerationSettings:
         opts = options or GenerationOptions()
         cfg = self.config
         if opts.max_new_tokens is not None and opts.max_new_tokens > cfg.max_new_tokens_limit:
-            raise RequestValidationError([{
-                "type": "less_than_equal", "loc": ("body", "options", "max_new_tokens"),
-                "msg": f"Input should be less than or equal to {cfg.max_new_tokens_limit} "
-                       "(this server's max_new_tokens limit)",
-                "input": opts.max_new_tokens, "ctx": {"le": cfg.max_new_tokens_limit}}])
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "less_than_equal",
+                        "loc": ("body", "options", "max_new_tokens"),
+                        "msg": f"Input should be less than or equal to {cfg.max_new_tokens_limit} "
+                        "(this server's max_new_tokens limit)",
+                        "input": opts.max_new_tokens,
+                        "ctx": {"le": cfg.max_new_tokens_limit},
+                    }
+                ]
+            )
         sampling: dict[str, Any] = {}
         if opts.do_sample:  # greedy requests ignore these; leaving them out lets them share batches
-            sampling = {"temperature": opts.temperature, "top_p": opts.top_p, "top_k": opts.top_k,
-                        "seed": opts.seed}
+            sampling = {
+                "temperature": opts.temperature,
+                "top_p": opts.top_p,
+                "top_k": opts.top_k,
+                "seed": opts.seed,
+            }
         return GenerationSettings(
-            max_new_tokens=opts.max_new_tokens or cfg.default_max_new_tokens, num_beams=opts.num_beams,
-            do_sample=opts.do_sample, repetition_penalty=opts.repetition_penalty,
-            no_repeat_ngram_size=opts.no_repeat_ngram_size, batch_size=cfg.max_batch_size,
-            max_dialogue_tokens=cfg.max_dialogue_tokens, **sampling,
+            max_new_tokens=opts.max_new_tokens or cfg.default_max_new_tokens,
+            num_beams=opts.num_beams,
+            do_sample=opts.do_sample,
+            repetition_penalty=opts.repetition_penalty,
+            no_repeat_ngram_size=opts.no_repeat_ngram_size,
+            batch_size=cfg.max_batch_size,
+            max_dialogue_tokens=cfg.max_dialogue_tokens,
+            **sampling,
         )
 
     async def predict(self, job: DecodedRequest, request_id: str) -> list[str]:
@@ -133,14 +162,21 @@ class SummarizeService:
             raise HTTPException(404, str(exc)) from exc
         except Exception as exc:
             log.exception("request %s failed", request_id)
-            raise HTTPException(500, f"generation failed; see the server log for request {request_id}") from exc
+            raise HTTPException(
+                500, f"generation failed; see the server log for request {request_id}"
+            ) from exc
 
-    def encode_response(self, job: DecodedRequest, texts: list[str], request_id: str,
-                        seconds: float) -> SummarizeResponse:
+    def encode_response(
+        self, job: DecodedRequest, texts: list[str], request_id: str, seconds: float
+    ) -> SummarizeResponse:
         return SummarizeResponse(
-            id=request_id, model=self.registry.model_name, adapter=job.adapter,
+            id=request_id,
+            model=self.registry.model_name,
+            adapter=job.adapter,
             random_weights=self.registry.loaded.spec.is_random,
-            summary=texts[0] if job.single else None, summaries=texts, seconds=round(seconds, 4),
+            summary=texts[0] if job.single else None,
+            summaries=texts,
+            seconds=round(seconds, 4),
         )
 
 
@@ -151,7 +187,9 @@ def _bearer_check(token: str | None, *, admin: bool) -> Callable[..., Any]:
     async def check(credentials: BearerCredentials) -> None:
         if expected is None:
             if admin:  # no token configured: nobody may change the served model
-                raise HTTPException(403, f"admin endpoints are disabled; start the server with ${TOKEN_ENV} set")
+                raise HTTPException(
+                    403, f"admin endpoints are disabled; start the server with ${TOKEN_ENV} set"
+                )
             return
         given = credentials.credentials.encode() if credentials is not None else b""
         if not hmac.compare_digest(given, expected):
@@ -201,8 +239,12 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
         log.info("shutting down: finishing %d queued dialogues", service.batcher.queued_dialogues)
         await service.batcher.close()
 
-    app = FastAPI(title="dialogtune", version=__version__, lifespan=lifespan,
-                  description="Dialogue summarization with one base model and many LoRA adapters.")
+    app = FastAPI(
+        title="dialogtune",
+        version=__version__,
+        lifespan=lifespan,
+        description="Dialogue summarization with one base model and many LoRA adapters.",
+    )
     app.state.service = service
     _advertise_limits(app, config)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
@@ -221,20 +263,38 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health() -> HealthResponse:
         batcher = service.batcher
-        return HealthResponse(status="draining" if batcher.closing else "ok", model=registry.model_name,
-                              random_weights=registry.loaded.spec.is_random, adapters=len(registry.infos),
-                              queued_dialogues=batcher.queued_dialogues, batches=batcher.stats.batches,
-                              batched_dialogues=batcher.stats.dialogues)
+        return HealthResponse(
+            status="draining" if batcher.closing else "ok",
+            model=registry.model_name,
+            random_weights=registry.loaded.spec.is_random,
+            adapters=len(registry.infos),
+            queued_dialogues=batcher.queued_dialogues,
+            batches=batcher.stats.batches,
+            batched_dialogues=batcher.stats.dialogues,
+        )
 
-    @app.get("/v1/adapters", response_model=AdaptersResponse, dependencies=guarded, tags=["summarize"],
-             responses=auth_errors)
+    @app.get(
+        "/v1/adapters",
+        response_model=AdaptersResponse,
+        dependencies=guarded,
+        tags=["summarize"],
+        responses=auth_errors,
+    )
     async def adapters() -> AdaptersResponse:
         return AdaptersResponse(**registry.describe())
 
-    @app.post("/v1/summarize", response_model=SummarizeResponse, dependencies=guarded, tags=["summarize"],
-              responses={**auth_errors, 404: _error("unknown adapter"),
-                         413: _error("body, dialogue or batch over this server's limits"),
-                         503: _error("queue full or shutting down; retry later")})
+    @app.post(
+        "/v1/summarize",
+        response_model=SummarizeResponse,
+        dependencies=guarded,
+        tags=["summarize"],
+        responses={
+            **auth_errors,
+            404: _error("unknown adapter"),
+            413: _error("body, dialogue or batch over this server's limits"),
+            503: _error("queue full or shutting down; retry later"),
+        },
+    )
     async def summarize(body: SummarizeRequest, request: Request) -> SummarizeResponse:
         start = time.perf_counter()
         request_id: str = request.state.request_id
@@ -244,15 +304,26 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
         texts = await service.predict(job, request_id)
         return service.encode_response(job, texts, request_id, time.perf_counter() - start)
 
-    @app.post("/v1/admin/adapters", response_model=AdapterInfo, status_code=201, dependencies=admin,
-              tags=["admin"], responses={401: _error("missing or wrong bearer token"),
-                                         403: _error("admin disabled, or path outside the adapter root"),
-                                         400: _error("not a usable adapter"), 409: _error("name taken")})
+    @app.post(
+        "/v1/admin/adapters",
+        response_model=AdapterInfo,
+        status_code=201,
+        dependencies=admin,
+        tags=["admin"],
+        responses={
+            401: _error("missing or wrong bearer token"),
+            403: _error("admin disabled, or path outside the adapter root"),
+            400: _error("not a usable adapter"),
+            409: _error("name taken"),
+        },
+    )
     async def load_adapter(body: LoadAdapterRequest, request: Request) -> AdapterInfo:
         request.state.adapter = body.name
         if body.name in registry:
             raise HTTPException(409, f"an adapter named '{body.name}' is already loaded")
-        if config.adapter_root is not None and not Path(body.path).resolve().is_relative_to(config.adapter_root):
+        if config.adapter_root is not None and not Path(body.path).resolve().is_relative_to(
+            config.adapter_root
+        ):
             raise HTTPException(403, f"adapters can only be loaded from under {config.adapter_root}")
         try:
             info = await service.batcher.run_exclusive(registry.load, body.name, body.path)

@@ -71,8 +71,15 @@ def settings_key(settings: GenerationSettings) -> tuple[Any, ...]:
 class MicroBatcher:
     """Collects concurrent summarization jobs into batches for one model thread."""
 
-    def __init__(self, run_batch: BatchRunner, *, max_batch_size: int = 16, max_wait_s: float = 0.01,
-                 max_queued: int = 512, mixed_adapters: bool = True) -> None:
+    def __init__(
+        self,
+        run_batch: BatchRunner,
+        *,
+        max_batch_size: int = 16,
+        max_wait_s: float = 0.01,
+        max_queued: int = 512,
+        mixed_adapters: bool = True,
+    ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -99,8 +106,9 @@ class MicroBatcher:
             self._wakeup = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="dialogtune-batcher")
 
-    async def submit(self, dialogues: Sequence[str], adapter: str | None,
-                     settings: GenerationSettings) -> list[str]:
+    async def submit(
+        self, dialogues: Sequence[str], adapter: str | None, settings: GenerationSettings
+    ) -> list[str]:
         """Summaries for ``dialogues`` (in order), once their batch has run."""
         if self._closing:
             raise BatcherClosed("the server is shutting down")
@@ -179,7 +187,8 @@ class MicroBatcher:
         settings = group[0].settings
         try:
             texts = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run_batch, dialogues, adapters, settings)
+                self._executor, self._run_batch, dialogues, adapters, settings
+            )
         except Exception as exc:  # every request of the batch learns why; the loop goes on
             log.exception("batch of %d dialogues failed", len(dialogues))
             for job in group:

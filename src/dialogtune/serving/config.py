@@ -25,12 +25,18 @@ class ServingConfig:
     that takes seconds.
     """
 
-    max_dialogue_chars: int = field(default=20_000, metadata={"help": "longest dialogue accepted, in characters"})
+    max_dialogue_chars: int = field(
+        default=20_000, metadata={"help": "longest dialogue accepted, in characters"}
+    )
     max_dialogue_tokens: int = field(default=2048, metadata={"help": "longest dialogue accepted, in tokens"})
     max_dialogues_per_request: int = field(default=32, metadata={"help": "most dialogues in one request"})
     max_body_bytes: int = field(default=2 * 1024 * 1024, metadata={"help": "largest request body"})
-    default_max_new_tokens: int = field(default=200, metadata={"help": "summary length when a request gives none"})
-    max_new_tokens_limit: int = field(default=512, metadata={"help": "largest max_new_tokens a request may ask"})
+    default_max_new_tokens: int = field(
+        default=200, metadata={"help": "summary length when a request gives none"}
+    )
+    max_new_tokens_limit: int = field(
+        default=512, metadata={"help": "largest max_new_tokens a request may ask"}
+    )
     max_batch_size: int = field(default=16, metadata={"help": "most dialogues in one generate call"})
     max_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits for company"})
     max_queued_dialogues: int = field(default=512, metadata={"help": "beyond this, requests get 503"})

@@ -16,8 +16,16 @@ from dialogtune.models.loading import load_model
 from dialogtune.models.lora import LoraSettings, apply_lora
 
 
-def make_random_adapter(model: str, out_dir: str | Path, *, seed: int = 0, r: int = 4, alpha: int | None = None,
-                        target_modules: list[str] | str | None = None, scale: float = 0.5) -> Path:
+def make_random_adapter(
+    model: str,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    r: int = 4,
+    alpha: int | None = None,
+    target_modules: list[str] | str | None = None,
+    scale: float = 0.5,
+) -> Path:
     """Save a LoRA adapter for base ``model`` with B ~ N(0, scale²) to ``out_dir``.
 
     ``scale`` sets how far the adapter moves the outputs: 0.5 scrambles a tiny random

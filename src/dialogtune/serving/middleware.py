@@ -65,9 +65,14 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            record = {"event": "request", "id": request_id, "method": scope.get("method"),
-                      "path": scope.get("path"), "status": status,
-                      "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
+            record = {
+                "event": "request",
+                "id": request_id,
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "status": status,
+                "latency_ms": round((time.perf_counter() - start) * 1000, 1),
+            }
             for key in ("adapter", "n_dialogues"):
                 if key in state:
                     record[key] = state[key]
@@ -88,9 +93,16 @@ class BodyLimitMiddleware:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body is larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

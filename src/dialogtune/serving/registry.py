@@ -44,8 +44,10 @@ def parse_adapter_arg(text: str) -> tuple[str, str]:
 
 def _check_name(name: str) -> None:
     if not re.fullmatch(ADAPTER_NAME_PATTERN, name):
-        raise ModelSpecError(f"adapter name '{name}' must be 1-64 letters, digits, '.', '_' or '-' "
-                             "(starting with a letter or digit)")
+        raise ModelSpecError(
+            f"adapter name '{name}' must be 1-64 letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit)"
+        )
 
 
 def _read_adapter_config(folder: Path) -> dict:
@@ -80,7 +82,9 @@ class AdapterRegistry:
         base_info = check_adapter(folder, self.loaded.model)  # safetensors only, same base shapes
         config = _read_adapter_config(folder)
         if config.get("peft_type", "LORA") != "LORA":
-            raise ModelSpecError(f"{folder} is a {config.get('peft_type')} adapter; only LoRA adapters are served")
+            raise ModelSpecError(
+                f"{folder} is a {config.get('peft_type')} adapter; only LoRA adapters are served"
+            )
         if config.get("use_dora"):
             # PEFT cannot mix DoRA adapters with others in one batch (adapter_names).
             raise ModelSpecError(f"{folder} is a DoRA adapter; merge it with 'dialogtune merge' to serve it")
@@ -96,8 +100,11 @@ class AdapterRegistry:
         self.loaded.adapter = None  # the registry's base has no "current" adapter
         targets = config.get("target_modules") or []
         info = AdapterInfo(
-            name=name, path=str(folder.resolve()), base_model=base_info.get("base_model"),
-            rank=config.get("r"), alpha=config.get("lora_alpha"),
+            name=name,
+            path=str(folder.resolve()),
+            base_model=base_info.get("base_model"),
+            rank=config.get("r"),
+            alpha=config.get("lora_alpha"),
             target_modules=sorted(targets) if isinstance(targets, list) else [str(targets)],
             size_bytes=(folder / "adapter_model.safetensors").stat().st_size,
         )
@@ -134,13 +141,24 @@ class AdapterRegistry:
             raise ModelSpecError(f"unknown adapter(s): {', '.join(unknown)}")
         return [BASE_ROW if a is None else a for a in adapters]
 
-    def generate(self, dialogues: Sequence[str], adapters: Sequence[str | None],
-                 settings: GenerationSettings, template: PromptTemplate) -> list[str]:
+    def generate(
+        self,
+        dialogues: Sequence[str],
+        adapters: Sequence[str | None],
+        settings: GenerationSettings,
+        template: PromptTemplate,
+    ) -> list[str]:
         """Summaries for ``dialogues``, row i with adapter ``adapters[i]`` (model thread only)."""
         names = self.adapter_names(adapters)
-        result = generate(self.loaded, list(dialogues), settings, template, progress=False, adapter_names=names)
+        result = generate(
+            self.loaded, list(dialogues), settings, template, progress=False, adapter_names=names
+        )
         return result.texts
 
     def describe(self) -> dict:
-        return {"model": self.model_name, "kind": self.loaded.kind.name,
-                "random_weights": self.loaded.spec.is_random, "adapters": list(self.infos.values())}
+        return {
+            "model": self.model_name,
+            "kind": self.loaded.kind.name,
+            "random_weights": self.loaded.spec.is_random,
+            "adapters": list(self.infos.values()),
+        }

@@ -35,8 +35,12 @@ class _Strict(BaseModel):
 class GenerationOptions(_Strict):
     """Decoding options; any option left out takes the server's default."""
 
-    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS,
-                                       description="summary length cap in tokens (server default if absent)")
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_NEW_TOKENS,
+        description="summary length cap in tokens (server default if absent)",
+    )
     num_beams: int = Field(default=1, ge=1, le=4, description="beam search width; 1 is greedy")
     do_sample: bool = Field(default=False, description="sample instead of greedy/beam search")
     # A temperature near 0 overflows the softmax into inf/NaN; 0.05 is sharp enough.
@@ -55,8 +59,11 @@ class SummarizeRequest(_Strict):
     # schema's oneOf below says exactly what a valid request looks like.
     dialogue: Dialogue | SkipJsonSchema[None] = Field(default=None, description="a single dialogue")
     dialogues: DialogueList | SkipJsonSchema[None] = Field(
-        default=None, description="several dialogues, summarized together")
-    adapter: AdapterName | None = Field(default=None, description="adapter name; absent or null: the base model")
+        default=None, description="several dialogues, summarized together"
+    )
+    adapter: AdapterName | None = Field(
+        default=None, description="adapter name; absent or null: the base model"
+    )
     options: GenerationOptions | None = None
 
     @model_validator(mode="after")
@@ -72,8 +79,13 @@ class SummarizeRequest(_Strict):
         extra="forbid",  # pydantic merges configs, but restating it keeps the rule visible here
         json_schema_extra={
             "oneOf": [{"required": ["dialogue"]}, {"required": ["dialogues"]}],
-            "examples": [{"dialogue": "#Person1#: Lunch?\n#Person2#: Yes, at noon.", "adapter": None,
-                          "options": {"max_new_tokens": 60}}],
+            "examples": [
+                {
+                    "dialogue": "#Person1#: Lunch?\n#Person2#: Yes, at noon.",
+                    "adapter": None,
+                    "options": {"max_new_tokens": 60},
+                }
+            ],
         },
     )
 
@@ -107,8 +119,12 @@ class AdaptersResponse(BaseModel):
 
 class LoadAdapterRequest(_Strict):
     name: AdapterName
-    path: str = Field(min_length=1, max_length=MAX_PATH_CHARS, pattern=r"^[^\x00]+$",
-                      description="adapter directory on the server (safetensors PEFT adapter)")
+    path: str = Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        pattern=r"^[^\x00]+$",
+        description="adapter directory on the server (safetensors PEFT adapter)",
+    )
 
 
 class HealthResponse(BaseModel):

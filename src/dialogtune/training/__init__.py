@@ -24,8 +24,16 @@ if TYPE_CHECKING:
     from dialogtune.training.recipe import TrainResult
 
 __all__ = [
-    "EvalSettings", "SplitSelection", "TrainConfig", "TrainData", "TrainResult", "TrainingSettings",
-    "apply_overrides", "build", "load_config", "train",
+    "EvalSettings",
+    "SplitSelection",
+    "TrainConfig",
+    "TrainData",
+    "TrainResult",
+    "TrainingSettings",
+    "apply_overrides",
+    "build",
+    "load_config",
+    "train",
 ]
 
 

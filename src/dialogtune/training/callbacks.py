@@ -43,14 +43,16 @@ class RougeProbe:
             probe = dataclasses.replace(self.loaded, model=model)
             device = next(model.parameters()).device.type
             with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16_autocast):
-                result = generate(probe, [r.dialogue for r in self.records], self.settings, self.template,
-                                  progress=False)
+                result = generate(
+                    probe, [r.dialogue for r in self.records], self.settings, self.template, progress=False
+                )
         finally:
             model.train(was_training)
         self.last_predictions = result.texts
         # Only the means are used; a few resamples keep the bootstrap cheap.
-        metrics, _ = compute_metrics(result.texts, [list(r.references) for r in self.records],
-                                     RougeSettings(), n_resamples=10, seed=0)
+        metrics, _ = compute_metrics(
+            result.texts, [list(r.references) for r in self.records], RougeSettings(), n_resamples=10, seed=0
+        )
         return {name: round(metrics[name]["mean"], 6) for name in ROUGE_METRICS}
 
 
@@ -64,17 +66,25 @@ class ThroughputCallback(TrainerCallback):
         self._start: tuple[float, int, int] = (0.0, 0, 0)
         self._eval_seconds = 0.0
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._start = (time.perf_counter(), state.global_step, state.num_input_tokens_seen or 0)
         self._eval_seconds = 0.0
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._eval_seconds += float((metrics or {}).get("eval_runtime", 0.0))
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         began, step, tokens = self._start
         seconds = max(time.perf_counter() - began - self._eval_seconds, 1e-9)
         steps = state.global_step - step

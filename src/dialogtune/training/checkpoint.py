@@ -38,7 +38,9 @@ def latest_checkpoint(checkpoints_dir: Path, *, remove_incomplete: bool = True) 
     """The newest complete checkpoint under ``checkpoints_dir``; incomplete ones are removed."""
     if not checkpoints_dir.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in checkpoints_dir.iterdir() if (m := _STEP.search(p.name)) and p.is_dir()]
+    found = [
+        (int(m.group(1)), p) for p in checkpoints_dir.iterdir() if (m := _STEP.search(p.name)) and p.is_dir()
+    ]
     for _step, folder in sorted(found, reverse=True):
         if _is_complete(folder):
             return folder
@@ -54,8 +56,9 @@ def remove_stale_temporaries(run_dir: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
-def save_weights(loaded: LoadedModel, target: Path, *, adapter: bool,
-                 state_dict: dict[str, Any] | None = None) -> Path:
+def save_weights(
+    loaded: LoadedModel, target: Path, *, adapter: bool, state_dict: dict[str, Any] | None = None
+) -> Path:
     """Write ``adapter/`` (PEFT adapter + tokenizer + base info) or ``model/`` (full model + tokenizer).
 
     ``state_dict``: the full weights gathered from all processes (FSDP, DeepSpeed ZeRO-3

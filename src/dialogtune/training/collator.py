@@ -26,5 +26,10 @@ def make_collator(tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | 
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token (load models with dialogtune.models.load_model)")
-    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX,
-                                  pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    return DataCollatorForSeq2Seq(
+        tokenizer,
+        padding=True,
+        label_pad_token_id=IGNORE_INDEX,
+        pad_to_multiple_of=pad_to_multiple_of,
+        return_tensors="pt",
+    )

@@ -27,17 +27,31 @@ from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
 
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+)
 
 
 @dataclass
 class SplitSelection:
     """One split of ``data.source`` and how it is subsampled (see :class:`DataConfig`)."""
 
-    split: str | None = field(default=None, metadata={"help": "default: train for data.train, validation for data.eval"})
+    split: str | None = field(
+        default=None, metadata={"help": "default: train for data.train, validation for data.eval"}
+    )
     limit: int | None = field(default=None, metadata={"help": "keep the first N records (applied last)"})
-    every: int | None = field(default=None, metadata={"help": "keep records whose index % K == 0 (the notebook: 100)"})
+    every: int | None = field(
+        default=None, metadata={"help": "keep records whose index % K == 0 (the notebook: 100)"}
+    )
     sample: int | None = field(default=None, metadata={"help": "seeded random sample of N records"})
 
 
@@ -45,17 +59,24 @@ class SplitSelection:
 class TrainData:
     """Where training and validation records come from, and how long examples may be."""
 
-    source: str = field(default=DEFAULT_SOURCE, metadata={
-        "help": "hub id, directory of split files or one file; relative paths are resolved against the cwd"})
+    source: str = field(
+        default=DEFAULT_SOURCE,
+        metadata={
+            "help": "hub id, directory of split files or one file; relative paths are resolved against the cwd"
+        },
+    )
     train: SplitSelection = field(default_factory=SplitSelection)
-    eval: SplitSelection | None = field(default_factory=lambda: SplitSelection(split="validation", limit=100),
-                                        metadata={"help": "validation split for eval loss/ROUGE; null: none"})
+    eval: SplitSelection | None = field(
+        default_factory=lambda: SplitSelection(split="validation", limit=100),
+        metadata={"help": "validation split for eval loss/ROUGE; null: none"},
+    )
     seed: int = 0
     id_column: str = "id"
     dialogue_column: str = "dialogue"
     summary_column: str | None = None
-    max_dialogue_tokens: int | None = field(default=512, metadata={
-        "help": "dialogues are cut to this many tokens (the instruction is kept)"})
+    max_dialogue_tokens: int | None = field(
+        default=512, metadata={"help": "dialogues are cut to this many tokens (the instruction is kept)"}
+    )
     max_target_tokens: int = field(default=128, metadata={"help": "summaries are cut to this many tokens"})
 
     def __post_init__(self) -> None:
@@ -64,7 +85,9 @@ class TrainData:
             if selection is not None and selection.split is None:
                 selection.split = default
         if self.max_dialogue_tokens is not None and self.max_dialogue_tokens < 1:
-            raise ConfigError(f"data.max_dialogue_tokens must be positive or null, got {self.max_dialogue_tokens}")
+            raise ConfigError(
+                f"data.max_dialogue_tokens must be positive or null, got {self.max_dialogue_tokens}"
+            )
         if self.max_target_tokens < 2:
             raise ConfigError(f"data.max_target_tokens must be at least 2, got {self.max_target_tokens}")
         for name in ("train", "eval"):
@@ -75,10 +98,17 @@ class TrainData:
         """The :class:`DataConfig` for ``train`` or ``eval``."""
         selection: SplitSelection = getattr(self, which)
         try:
-            return DataConfig(source=self.source, split=str(selection.split), limit=selection.limit,
-                              every=selection.every, sample=selection.sample, seed=self.seed,
-                              id_column=self.id_column, dialogue_column=self.dialogue_column,
-                              summary_column=self.summary_column)
+            return DataConfig(
+                source=self.source,
+                split=str(selection.split),
+                limit=selection.limit,
+                every=selection.every,
+                sample=selection.sample,
+                seed=self.seed,
+                id_column=self.id_column,
+                dialogue_column=self.dialogue_column,
+                summary_column=self.summary_column,
+            )
         except ConfigError as exc:  # name the key as it is written in the training config
             raise ConfigError(str(exc).replace("data.", f"data.{which}.", 1)) from exc
 
@@ -95,37 +125,67 @@ class TrainingSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
-    warmup_steps: float = field(default=0.0, metadata={"help": "steps (>= 1) or a fraction of all steps (< 1)"})
+    warmup_steps: float = field(
+        default=0.0, metadata={"help": "steps (>= 1) or a fraction of all steps (< 1)"}
+    )
     max_grad_norm: float = 1.0
-    precision: str = field(default="auto", metadata={
-        "help": "auto (bf16 autocast where the hardware has bf16, else fp32), fp32, bf16, fp16 (never for T5)"})
-    frozen_weights: str = field(default="auto", metadata={
-        "help": "LoRA's frozen Linear weights: auto (bf16 when training in bf16: same matmuls, less memory), "
-                "fp32, bf16"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations: less memory, ~30% slower"})
-    group_by_length: bool = field(default=True, metadata={"help": "batch examples of similar length (less padding)"})
-    selective_loss: bool = field(default=True, metadata={
-        "help": "causal models: compute lm_head and the loss only where labels are learned"})
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16 autocast where the hardware has bf16, else fp32), fp32, bf16, fp16 (never for T5)"
+        },
+    )
+    frozen_weights: str = field(
+        default="auto",
+        metadata={
+            "help": "LoRA's frozen Linear weights: auto (bf16 when training in bf16: same matmuls, less memory), "
+            "fp32, bf16"
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations: less memory, ~30% slower"}
+    )
+    group_by_length: bool = field(
+        default=True, metadata={"help": "batch examples of similar length (less padding)"}
+    )
+    selective_loss: bool = field(
+        default=True,
+        metadata={"help": "causal models: compute lm_head and the loss only where labels are learned"},
+    )
     logging_steps: int = 10
-    save_steps: int | None = field(default=None, metadata={
-        "help": "checkpoint every N steps (default: at every evaluation, else every 100 steps)"})
-    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the best one is always kept)"})
+    save_steps: int | None = field(
+        default=None,
+        metadata={"help": "checkpoint every N steps (default: at every evaluation, else every 100 steps)"},
+    )
+    save_total_limit: int = field(
+        default=2, metadata={"help": "checkpoints kept (the best one is always kept)"}
+    )
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep checkpoints/ after a finished run"})
     num_workers: int = 0
     optimizer: str = "adamw_torch"
-    fsdp: str = field(default="", metadata={
-        "help": "multi-GPU sharding, e.g. 'full_shard auto_wrap' (transformers' fsdp option); '' for DDP"})
+    fsdp: str = field(
+        default="",
+        metadata={
+            "help": "multi-GPU sharding, e.g. 'full_shard auto_wrap' (transformers' fsdp option); '' for DDP"
+        },
+    )
     deepspeed: str | None = field(default=None, metadata={"help": "path to a DeepSpeed JSON config (ZeRO)"})
 
     def __post_init__(self) -> None:
         checks = {
-            "epochs": self.epochs > 0, "max_steps": self.max_steps == -1 or self.max_steps >= 1,
-            "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
+            "epochs": self.epochs > 0,
+            "max_steps": self.max_steps == -1 or self.max_steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "grad_accum": self.grad_accum >= 1,
             "eval_batch_size": self.eval_batch_size is None or self.eval_batch_size >= 1,
-            "learning_rate": self.learning_rate > 0, "weight_decay": self.weight_decay >= 0,
-            "warmup_steps": self.warmup_steps >= 0, "max_grad_norm": self.max_grad_norm > 0,
-            "logging_steps": self.logging_steps >= 1, "save_total_limit": self.save_total_limit >= 1,
-            "save_steps": self.save_steps is None or self.save_steps >= 1, "num_workers": self.num_workers >= 0,
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "max_grad_norm": self.max_grad_norm > 0,
+            "logging_steps": self.logging_steps >= 1,
+            "save_total_limit": self.save_total_limit >= 1,
+            "save_steps": self.save_steps is None or self.save_steps >= 1,
+            "num_workers": self.num_workers >= 0,
             "precision": self.precision in ("auto", "fp32", "bf16", "fp16"),
             "frozen_weights": self.frozen_weights in ("auto", "fp32", "bf16"),
             "lr_scheduler": self.lr_scheduler in SCHEDULERS,
@@ -141,16 +201,26 @@ class EvalSettings:
 
     strategy: str = field(default="epoch", metadata={"help": "steps, epoch or no"})
     steps: int | None = field(default=None, metadata={"help": "evaluate every N steps (strategy: steps)"})
-    rouge_dialogues: int = field(default=0, metadata={
-        "help": "also generate for the first N validation dialogues and report ROUGE (0: loss only)"})
+    rouge_dialogues: int = field(
+        default=0,
+        metadata={
+            "help": "also generate for the first N validation dialogues and report ROUGE (0: loss only)"
+        },
+    )
     metric: str = field(default="loss", metadata={"help": "loss, rouge1, rouge2, rougeL or rougeLsum"})
-    early_stopping_patience: int | None = field(default=None, metadata={
-        "help": "stop after N evaluations without improvement (null: never)"})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "stop after N evaluations without improvement (null: never)"}
+    )
     early_stopping_threshold: float = 0.0
-    load_best: bool = field(default=True, metadata={"help": "save the best checkpoint's weights, not the last"})
-    on_start: bool = field(default=False, metadata={"help": "also evaluate before the first step (the baseline)"})
-    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=64,
-                                                                                     batch_size=8))
+    load_best: bool = field(
+        default=True, metadata={"help": "save the best checkpoint's weights, not the last"}
+    )
+    on_start: bool = field(
+        default=False, metadata={"help": "also evaluate before the first step (the baseline)"}
+    )
+    generation: GenerationSettings = field(
+        default_factory=lambda: GenerationSettings(max_new_tokens=64, batch_size=8)
+    )
 
     def __post_init__(self) -> None:
         if self.strategy not in ("steps", "epoch", "no"):
@@ -158,7 +228,9 @@ class EvalSettings:
         if self.strategy == "steps" and (self.steps is None or self.steps < 1):
             raise ConfigError("eval.steps must be a positive integer when eval.strategy is steps")
         if self.metric not in ("loss", *ROUGE_METRICS):
-            raise ConfigError(f"eval.metric must be loss or one of {', '.join(ROUGE_METRICS)}, got '{self.metric}'")
+            raise ConfigError(
+                f"eval.metric must be loss or one of {', '.join(ROUGE_METRICS)}, got '{self.metric}'"
+            )
         if self.metric != "loss" and self.rouge_dialogues < 1:
             raise ConfigError(f"eval.metric={self.metric} needs eval.rouge_dialogues >= 1")
         if self.rouge_dialogues < 0:
@@ -199,13 +271,22 @@ class TrainConfig:
         if not self.model.strip():
             raise ConfigError("model must be a non-empty model spec")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES), got '{self.device}'")
+            raise ConfigError(
+                f"device must be auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES), got '{self.device}'"
+            )
         if self.eval.enabled and self.data.eval is None:
             raise ConfigError("eval.strategy needs data.eval (a validation split); set eval.strategy: no")
         every = self.training.save_steps
-        if (self.eval.enabled and self.eval.load_best and self.eval.strategy == "steps" and every is not None
-                and every % int(self.eval.steps or 1)):
-            raise ConfigError("training.save_steps must be a multiple of eval.steps when eval.load_best is true")
+        if (
+            self.eval.enabled
+            and self.eval.load_best
+            and self.eval.strategy == "steps"
+            and every is not None
+            and every % int(self.eval.steps or 1)
+        ):
+            raise ConfigError(
+                "training.save_steps must be a multiple of eval.steps when eval.load_best is true"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,7 +305,8 @@ _Yaml12Loader.yaml_implicit_resolvers = {
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def parse_yaml(text: str) -> Any:
@@ -301,7 +383,7 @@ def build(cls: type, values: Any, prefix: str = "") -> Any:
         # ("generation.top_p"); say where they sit in this config ("eval.generation.top_p").
         message, short = str(exc), prefix.rstrip(".").rsplit(".", 1)[-1] + "."
         if prefix and short != prefix and message.startswith(short):
-            message = prefix + message[len(short):]
+            message = prefix + message[len(short) :]
         raise ConfigError(message) from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc

@@ -36,7 +36,9 @@ def encode_records(
         if not record.references:
             raise DataError(f"record '{record.id}' has no reference summary: training needs one")
         # The same prompt generation uses, so the model is trained on what it will see.
-        prompt = kind.format_prompt(tok, truncate_dialogue(tok, record.dialogue, max_dialogue_tokens), template)
+        prompt = kind.format_prompt(
+            tok, truncate_dialogue(tok, record.dialogue, max_dialogue_tokens), template
+        )
         for reference in record.references:
             examples.append(kind.encode_example(tok, prompt, reference, max_target_tokens))
     return examples

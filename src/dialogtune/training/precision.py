@@ -58,7 +58,9 @@ def resolve_frozen_weights(setting: str, *, method: str, precision: str, sharded
         if method != "lora":
             raise ConfigError("training.frozen_weights=bf16 is for LoRA (full fine-tuning freezes nothing)")
         if precision != "bf16":
-            raise ConfigError(f"training.frozen_weights=bf16 needs bf16 training, but precision is {precision}")
+            raise ConfigError(
+                f"training.frozen_weights=bf16 needs bf16 training, but precision is {precision}"
+            )
         if sharded:
             raise ConfigError("training.frozen_weights=bf16 does not combine with FSDP/DeepSpeed; use fp32")
     return setting
@@ -74,8 +76,13 @@ def freeze_linears_in_bf16(model: torch.nn.Module) -> int:
     count = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
-        if (isinstance(module, torch.nn.Linear) and weight is not None and not weight.requires_grad
-                and weight.dtype == torch.float32 and weight is not tied):
+        if (
+            isinstance(module, torch.nn.Linear)
+            and weight is not None
+            and not weight.requires_grad
+            and weight.dtype == torch.float32
+            and weight is not tied
+        ):
             module.weight = torch.nn.Parameter(weight.detach().to(torch.bfloat16), requires_grad=False)
             count += 1
     # Weights loaded from safetensors are views of one file mapping, which stays mapped (and in

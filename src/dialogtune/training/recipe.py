@@ -62,8 +62,14 @@ class TrainResult:
     metadata: dict[str, Any]
 
 
-def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          callbacks: list[Any] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
     """Run one training config end to end; see the module docstring for what is written.
 
     Args:
@@ -78,24 +84,39 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     # ---- setup: model ------------------------------------------------------------------------
     # fp32 master weights on the CPU; the Trainer moves them to the device and autocasts.
     loaded = load_model(config.model, dtype="fp32", device="cpu")
-    precision = resolve_precision(config.training.precision, loaded.model.config.model_type, _use_cuda(config))
+    precision = resolve_precision(
+        config.training.precision, loaded.model.config.model_type, _use_cuda(config)
+    )
     set_seed(config.seed)  # LoRA's initial A matrices come from the global RNG
     if config.method == "lora":
         loaded.model = apply_lora(loaded.model, config.lora)
     parameters = count_parameters(loaded.model)
-    frozen = resolve_frozen_weights(config.training.frozen_weights, method=config.method, precision=precision,
-                                    sharded=bool(config.training.fsdp or config.training.deepspeed))
+    frozen = resolve_frozen_weights(
+        config.training.frozen_weights,
+        method=config.method,
+        precision=precision,
+        sharded=bool(config.training.fsdp or config.training.deepspeed),
+    )
     if frozen == "bf16":
         freeze_linears_in_bf16(loaded.model)  # identical matmuls under autocast, less memory
 
     # ---- setup: data -------------------------------------------------------------------------
     train_records = load_records(config.data.data_config("train"), require_references=True)
-    eval_records = (load_records(config.data.data_config("eval"), require_references=True)
-                    if config.data.eval is not None else [])
-    lengths = {"max_dialogue_tokens": config.data.max_dialogue_tokens,
-               "max_target_tokens": config.data.max_target_tokens}
+    eval_records = (
+        load_records(config.data.data_config("eval"), require_references=True)
+        if config.data.eval is not None
+        else []
+    )
+    lengths = {
+        "max_dialogue_tokens": config.data.max_dialogue_tokens,
+        "max_target_tokens": config.data.max_target_tokens,
+    }
     train_set = ExampleDataset(encode_records(loaded, train_records, config.prompt, **lengths))
-    eval_set = ExampleDataset(encode_records(loaded, eval_records, config.prompt, **lengths)) if eval_records else None
+    eval_set = (
+        ExampleDataset(encode_records(loaded, eval_records, config.prompt, **lengths))
+        if eval_records
+        else None
+    )
 
     # ---- setup: trainer ----------------------------------------------------------------------
     args = training_arguments(config, precision, progress=progress)
@@ -105,18 +126,26 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         _prepare_run_dir(run_dir, config, overwrite=overwrite)
         print(format_parameters(parameters))
     selective = config.training.selective_loss and supports_selective_loss(loaded.model)
-    throughput = ThroughputCallback(args.per_device_train_batch_size * args.gradient_accumulation_steps
-                                    * args.world_size)
+    throughput = ThroughputCallback(
+        args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    )
     callbacks = [throughput, *(callbacks or [])]
     if main and (board := tensorboard_callback(run_dir / "logs")) is not None:
         callbacks.append(board)
     if config.eval.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(config.eval.early_stopping_patience,
-                                               config.eval.early_stopping_threshold))
+        callbacks.append(
+            EarlyStoppingCallback(config.eval.early_stopping_patience, config.eval.early_stopping_threshold)
+        )
     trainer = DialogTrainer(
-        model=loaded.model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=make_collator(loaded.tokenizer), processing_class=loaded.tokenizer, callbacks=callbacks,
-        selective_loss=selective, rouge_probe=_rouge_probe(loaded, eval_records, config, precision),
+        model=loaded.model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=make_collator(loaded.tokenizer),
+        processing_class=loaded.tokenizer,
+        callbacks=callbacks,
+        selective_loss=selective,
+        rouge_probe=_rouge_probe(loaded, eval_records, config, precision),
     )
 
     # ---- train ---------------------------------------------------------------------------------
@@ -136,21 +165,44 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     metadata: dict[str, Any] = {}
     if main:
-        save_weights(loaded, run_dir / ("adapter" if config.method == "lora" else "model"),
-                     adapter=config.method == "lora", state_dict=state_dict)
+        save_weights(
+            loaded,
+            run_dir / ("adapter" if config.method == "lora" else "model"),
+            adapter=config.method == "lora",
+            state_dict=state_dict,
+        )
         write_json(run_dir / "logs" / "history.json", trainer.state.log_history)
         metadata = run_metadata(
-            started, model=loaded.describe(), method=config.method, parameters=parameters,
-            precision=precision, frozen_weights=frozen, loss="selective" if selective else "model",
-            world_size=args.world_size, resumed_from=checkpoint.name if checkpoint else None,
-            data_fingerprint={"train": data_fingerprint(train_records),
-                              "eval": data_fingerprint(eval_records) if eval_records else None},
-            data={"train": token_counts(train_set.examples),
-                  "eval": token_counts(eval_set.examples) if eval_set else None},
-            train={"global_step": trainer.state.global_step, "epoch": trainer.state.epoch,
-                   "train_loss": round(output.training_loss, 6), **throughput.result},
-            best={"metric": f"eval_{config.eval.metric}", "value": trainer.state.best_metric,
-                  "step": trainer.state.best_global_step} if args.load_best_model_at_end else None,
+            started,
+            model=loaded.describe(),
+            method=config.method,
+            parameters=parameters,
+            precision=precision,
+            frozen_weights=frozen,
+            loss="selective" if selective else "model",
+            world_size=args.world_size,
+            resumed_from=checkpoint.name if checkpoint else None,
+            data_fingerprint={
+                "train": data_fingerprint(train_records),
+                "eval": data_fingerprint(eval_records) if eval_records else None,
+            },
+            data={
+                "train": token_counts(train_set.examples),
+                "eval": token_counts(eval_set.examples) if eval_set else None,
+            },
+            train={
+                "global_step": trainer.state.global_step,
+                "epoch": trainer.state.epoch,
+                "train_loss": round(output.training_loss, 6),
+                **throughput.result,
+            },
+            best={
+                "metric": f"eval_{config.eval.metric}",
+                "value": trainer.state.best_metric,
+                "step": trainer.state.best_global_step,
+            }
+            if args.load_best_model_at_end
+            else None,
             last_eval=_last_eval(trainer.state.log_history),
         )
         write_json(run_dir / "metadata.json", metadata)  # last: its presence means "finished"
@@ -213,14 +265,20 @@ def training_arguments(config: TrainConfig, precision: str, *, progress: bool = 
     )
 
 
-def _rouge_probe(loaded: LoadedModel, records: list[Record], config: TrainConfig,
-                 precision: str) -> RougeProbe | None:
+def _rouge_probe(
+    loaded: LoadedModel, records: list[Record], config: TrainConfig, precision: str
+) -> RougeProbe | None:
     if not config.eval.enabled or config.eval.rouge_dialogues < 1 or not records:
         return None
     # Prompts are cut as in training, so ROUGE measures what the model was trained on.
     settings = replace(config.eval.generation, max_dialogue_tokens=config.data.max_dialogue_tokens)
-    return RougeProbe(loaded=loaded, records=records[: config.eval.rouge_dialogues], settings=settings,
-                      template=config.prompt, bf16_autocast=precision == "bf16")
+    return RougeProbe(
+        loaded=loaded,
+        records=records[: config.eval.rouge_dialogues],
+        settings=settings,
+        template=config.prompt,
+        bf16_autocast=precision == "bf16",
+    )
 
 
 def _last_eval(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -247,16 +305,22 @@ def _check_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwrit
         return
     if not saved.is_file():
         if any(run_dir.iterdir()):
-            raise ConfigError(f"output_dir {run_dir} is not empty and holds no run; choose another or --overwrite")
+            raise ConfigError(
+                f"output_dir {run_dir} is not empty and holds no run; choose another or --overwrite"
+            )
         return
     if not resume:
-        raise ConfigError(f"{run_dir} already holds a run; use --resume to continue it or --overwrite to replace it")
+        raise ConfigError(
+            f"{run_dir} already holds a run; use --resume to continue it or --overwrite to replace it"
+        )
     if (run_dir / "metadata.json").is_file():
         raise ConfigError(f"the run in {run_dir} already finished; use --overwrite to train it again")
     before = parse_yaml(saved.read_text(encoding="utf-8")) or {}
     changed = _differences(before, config.to_dict())
     if changed:
-        raise ConfigError(f"cannot resume {run_dir} with a different config (changed: {', '.join(changed[:5])})")
+        raise ConfigError(
+            f"cannot resume {run_dir} with a different config (changed: {', '.join(changed[:5])})"
+        )
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -26,8 +26,12 @@ from torch.utils.data import Sampler
 MEGABATCH_BATCHES = 50  # as transformers: how many batches are sorted together
 
 
-def grouped_indices(lengths: Sequence[int], batch_size: int, generator: torch.Generator | None = None,
-                    megabatch_batches: int = MEGABATCH_BATCHES) -> list[int]:
+def grouped_indices(
+    lengths: Sequence[int],
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    megabatch_batches: int = MEGABATCH_BATCHES,
+) -> list[int]:
     """An order of ``range(len(lengths))`` in which every ``batch_size`` consecutive indices
     have similar lengths; the batches come in random order, the longest first."""
     if batch_size < 1 or megabatch_batches < 1:
@@ -37,8 +41,8 @@ def grouped_indices(lengths: Sequence[int], batch_size: int, generator: torch.Ge
     batches: list[list[int]] = []
     for start in range(0, len(shuffled), size):
         # Stable sort of a random permutation: equal lengths stay in random order.
-        mega = sorted(shuffled[start:start + size], key=lambda i: lengths[i], reverse=True)
-        batches += [mega[i:i + batch_size] for i in range(0, len(mega), batch_size)]
+        mega = sorted(shuffled[start : start + size], key=lambda i: lengths[i], reverse=True)
+        batches += [mega[i : i + batch_size] for i in range(0, len(mega), batch_size)]
     # Only the very last batch can be short; it stays last so that slicing the flat order
     # into batch_size chunks (what the DataLoader does) gives back exactly these batches.
     tail = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
@@ -54,7 +58,9 @@ def grouped_indices(lengths: Sequence[int], batch_size: int, generator: torch.Ge
 class LengthGroupedBatches(Sampler[int]):
     """A drop-in for transformers' ``LengthGroupedSampler`` (see the module docstring)."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, generator: torch.Generator | None = None
+    ) -> None:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.generator = generator
@@ -70,7 +76,7 @@ def padding_fraction(lengths: Sequence[int], order: Sequence[int], batch_size: i
     """The share of a padded batch's positions that are padding, over the whole order."""
     real = padded = 0
     for start in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[start:start + batch_size]]
+        batch = [lengths[i] for i in order[start : start + batch_size]]
         real += sum(batch)
         padded += max(batch) * len(batch)
     return 1 - real / padded if padded else 0.0

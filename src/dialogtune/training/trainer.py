@@ -26,8 +26,9 @@ class DialogTrainer(Trainer):
         rouge_probe: if given, every evaluation also reports ``eval_rouge1`` ... on a few dialogues.
     """
 
-    def __init__(self, *args: Any, selective_loss: bool = False, rouge_probe: RougeProbe | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, selective_loss: bool = False, rouge_probe: RougeProbe | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.selective_loss = selective_loss
         self.rouge_probe = rouge_probe
@@ -38,26 +39,48 @@ class DialogTrainer(Trainer):
         if self.args.train_sampling_strategy != "group_by_length" or examples is None:
             return super()._get_train_sampler(train_dataset)
         # Same batch size as transformers groups by: the examples of one optimizer step.
-        return LengthGroupedBatches([len(e["input_ids"]) for e in examples],
-                                    self.args.train_batch_size * self.args.gradient_accumulation_steps)
+        return LengthGroupedBatches(
+            [len(e["input_ids"]) for e in examples],
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+        )
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: torch.Tensor | int | None = None) -> Any:
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
         if not self.selective_loss or "labels" not in inputs:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         loss = selective_causal_loss(model, inputs, num_items_in_batch)
         # Same scaling as Trainer.compute_loss: with token-weighted averaging across
         # processes, DDP's gradient mean must be undone (loss = local sum / global count).
-        if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
-                and num_items_in_batch is not None):
+        if (
+            self.args.average_tokens_across_devices
+            and self.model_accepts_loss_kwargs
+            and num_items_in_batch is not None
+        ):
             loss = loss * self.accelerator.num_processes
         return (loss, {"loss": loss}) if return_outputs else loss
 
-    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
-                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
-                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> Any:
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=prediction_loss_only,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
         if self.rouge_probe is not None and metric_key_prefix == "eval":
             # Added here, before Trainer.evaluate logs the metrics and runs the callbacks,
             # so best-checkpoint selection and early stopping can use ROUGE.
