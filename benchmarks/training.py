@@ -133,11 +133,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from dialogtune.training.collator import make_collator
     from dialogtune.training.dataset import ExampleDataset, encode_records
     from dialogtune.training.loss import supports_selective_loss
-    from dialogtune.training.precision import (
-        freeze_linears_in_bf16,
-        resolve_frozen_weights,
-        resolve_precision,
-    )
+    from dialogtune.training.precision import resolve_precision, store_frozen_weights
     from dialogtune.training.trainer import DialogTrainer
 
     if args.threads:
@@ -159,9 +155,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     precision = (
         resolve_precision("auto", loaded.model.config.model_type, use_cuda=False) if dialogtune else "fp32"
     )
-    frozen = resolve_frozen_weights("auto", method=method, precision=precision, sharded=False)
-    if frozen == "bf16":
-        freeze_linears_in_bf16(loaded.model)
+    frozen = store_frozen_weights(loaded.model, "auto", method=method, precision=precision, sharded=False)
     with (
         torch.no_grad()
     ):  # page every weight in (safetensors maps them lazily), so RSS after load counts them

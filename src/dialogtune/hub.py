@@ -15,14 +15,18 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 _TRUE = ("1", "true", "yes", "on")
 _PROXIES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
+def _endpoint() -> ParseResult:
+    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+
+
 def hub_host() -> str:
-    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    return _endpoint().hostname or "huggingface.co"
 
 
 @functools.cache
@@ -32,10 +36,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
     if any(os.environ.get(name) for name in _PROXIES):
         return True
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    endpoint = _endpoint()
     port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        with socket.create_connection((hub_host(), port), timeout=timeout):
+        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout):
             return True
     except OSError:
         return False

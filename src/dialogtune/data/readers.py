@@ -50,9 +50,6 @@ class RowTable:
     rows: list[tuple[str, dict[str, Any]]]
 
 
-kind_of = json_kind  # the name the data modules use
-
-
 def read_file(path: Path) -> RowTable:
     """Read one data file; the format comes from its suffix."""
     suffix = path.suffix.lower()
@@ -173,7 +170,7 @@ def _read_json_array(path: Path, text: str) -> RowTable:
     rows: list[tuple[str, dict[str, Any]]] = []
     for index, item in enumerate(items, 1):
         if not isinstance(item, dict):
-            raise DataError(f"{path} item {index}: expected a JSON object, got {kind_of(item)}")
+            raise DataError(f"{path} item {index}: expected a JSON object, got {json_kind(item)}")
         rows.append((f"{path} item {index}", item))
     return RowTable(str(path), None, rows)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from dialogtune.data.config import DataConfig
-from dialogtune.data.readers import SUFFIXES, RowTable, find_split_files, kind_of, read_file, read_hub
+from dialogtune.data.readers import SUFFIXES, RowTable, find_split_files, read_file, read_hub
 from dialogtune.data.records import Record
 from dialogtune.data.sampling import subsample
 from dialogtune.errors import DataError
-from dialogtune.io import fingerprint_texts
+from dialogtune.io import fingerprint_texts, json_kind
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _NUMBERED = re.compile(r"(?P<base>.+)_(?P<n>\d+)")
@@ -170,7 +170,7 @@ def _cell(where: str, row: dict[str, Any], column: str, flag: str) -> Any:
 def _dialogue(where: str, row: dict[str, Any], column: str) -> str:
     value = _cell(where, row, column, "--dialogue-column")
     if not isinstance(value, str):
-        raise DataError(f"{where}: column '{column}' must be a string, got {kind_of(value)}")
+        raise DataError(f"{where}: column '{column}' must be a string, got {json_kind(value)}")
     if not value.strip():
         raise DataError(f"{where}: column '{column}' is empty")
     return value
@@ -179,7 +179,7 @@ def _dialogue(where: str, row: dict[str, Any], column: str) -> str:
 def _id(where: str, row: dict[str, Any], column: str) -> str:
     value = _cell(where, row, column, "--id-column")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise DataError(f"{where}: column '{column}' must be a string or an integer, got {kind_of(value)}")
+        raise DataError(f"{where}: column '{column}' must be a string or an integer, got {json_kind(value)}")
     if not str(value).strip():
         raise DataError(f"{where}: column '{column}' is empty")
     return str(value)
@@ -192,12 +192,12 @@ def _references(where: str, row: dict[str, Any], column: str) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
         raise DataError(
-            f"{where}: column '{column}' must be a string or a list of strings, got {kind_of(value)}"
+            f"{where}: column '{column}' must be a string or a list of strings, got {json_kind(value)}"
         )
     for index, item in enumerate(items, 1):
         if not isinstance(item, str):
             raise DataError(
-                f"{where}: column '{column}' must be a list of strings, item {index} is {kind_of(item)}"
+                f"{where}: column '{column}' must be a list of strings, item {index} is {json_kind(item)}"
             )
     return [item for item in items if item.strip()]
 

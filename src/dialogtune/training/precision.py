@@ -66,6 +66,16 @@ def resolve_frozen_weights(setting: str, *, method: str, precision: str, sharded
     return setting
 
 
+def store_frozen_weights(
+    model: torch.nn.Module, setting: str, *, method: str, precision: str, sharded: bool
+) -> str:
+    """Resolve ``training.frozen_weights`` and apply it to ``model``; returns ``fp32`` or ``bf16``."""
+    frozen = resolve_frozen_weights(setting, method=method, precision=precision, sharded=sharded)
+    if frozen == "bf16":
+        freeze_linears_in_bf16(model)  # identical matmuls under autocast, less memory
+    return frozen
+
+
 def freeze_linears_in_bf16(model: torch.nn.Module) -> int:
     """Store every frozen ``nn.Linear`` weight of ``model`` in bf16; returns how many.
 

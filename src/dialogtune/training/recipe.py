@@ -47,9 +47,8 @@ from dialogtune.training.config import TrainConfig, parse_yaml
 from dialogtune.training.dataset import ExampleDataset, encode_records, token_counts
 from dialogtune.training.loss import supports_selective_loss
 from dialogtune.training.precision import (
-    freeze_linears_in_bf16,
-    resolve_frozen_weights,
     resolve_precision,
+    store_frozen_weights,
     unfreeze_linears_to_fp32,
 )
 from dialogtune.training.trainer import DialogTrainer
@@ -91,14 +90,13 @@ def train(
     if config.method == "lora":
         loaded.model = apply_lora(loaded.model, config.lora)
     parameters = count_parameters(loaded.model)
-    frozen = resolve_frozen_weights(
+    frozen = store_frozen_weights(
+        loaded.model,
         config.training.frozen_weights,
         method=config.method,
         precision=precision,
         sharded=bool(config.training.fsdp or config.training.deepspeed),
     )
-    if frozen == "bf16":
-        freeze_linears_in_bf16(loaded.model)  # identical matmuls under autocast, less memory
 
     # ---- setup: data -------------------------------------------------------------------------
     train_records = load_records(config.data.data_config("train"), require_references=True)
