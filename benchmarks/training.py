@@ -10,7 +10,11 @@ For each model, on the same DialogSum examples, with the same Trainer, one epoch
   (:mod:`dialogtune.training.sampler`), the selective loss for causal models (lm_head only
   where labels are), bf16 autocast where the CPU has bf16 (``training.precision: auto``) and,
   for LoRA, the frozen weights stored in bf16 (``training.frozen_weights: auto``);
-- dialogtune+gc: the same with gradient checkpointing (activations recomputed in backward).
+- dialogtune+gc: the same with gradient checkpointing (activations recomputed in backward);
+- dialogtune+compile: dialogtune with ``training.compile`` (the repeated blocks compiled by
+  ``torch.compile``, :mod:`dialogtune.training.compile`). The one-time compile is done by a
+  one-step warm-up run on the same batch before the timed epoch and reported apart
+  (``compile_warmup_seconds``): it is paid once per run (~45 s), not per epoch.
 
 Models: the embedded SmolLM2-135M-Instruct (real weights and tokenizer) and FLAN-T5-base's
 exact architecture with random weights (the notebook's model; its weights are not
@@ -33,6 +37,7 @@ Writes ``benchmarks/results/training.json``::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -44,7 +49,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DIALOGSUM = Path(os.environ.get("DIALOGTUNE_DIALOGSUM_DIR") or REPO.parent / "shared" / "data" / "dialogsum")
-RECIPES = ("notebook", "dialogtune", "dialogtune+gc")  # gc: gradient checkpointing (memory for time)
+# gc: gradient checkpointing (memory for time); compile: training.compile (regional torch.compile)
+RECIPES = ("notebook", "dialogtune", "dialogtune+gc", "dialogtune+compile", "dialogtune+compile+gc")
 CONFIGS = [(recipe, method) for recipe in RECIPES for method in ("full", "lora")]
 
 
@@ -186,16 +192,27 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         disable_tqdm=True,
         seed=0,
         label_names=["labels"],
-        activation_checkpointing=recipe.endswith("+gc"),
+        activation_checkpointing="+gc" in recipe,
         activation_checkpointing_kwargs={"use_reentrant": False},
     )
-    trainer = DialogTrainer(
-        model=loaded.model,
-        args=training_args,
-        train_dataset=dataset,
-        data_collator=collator,
-        selective_loss=dialogtune and supports_selective_loss(loaded.model),
-    )
+
+    def make_trainer(arguments: TrainingArguments) -> DialogTrainer:
+        return DialogTrainer(
+            model=loaded.model,
+            args=arguments,
+            train_dataset=dataset,
+            data_collator=collator,
+            selective_loss=dialogtune and supports_selective_loss(loaded.model),
+            compile_blocks="+compile" in recipe,
+        )
+
+    warmup_seconds = None
+    if "+compile" in recipe:  # compile on the epoch's first (longest) batch, untimed
+        start = time.perf_counter()
+        make_trainer(dataclasses.replace(training_args, max_steps=1)).train()
+        warmup_seconds = round(time.perf_counter() - start, 1)
+        collator.padded = collator.real = collator.label_positions = 0
+    trainer = make_trainer(training_args)
     start = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - start
@@ -219,6 +236,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "rss_after_load_mb": round(baseline_mb, 1),
         "training_memory_mb": round(peak_mb - baseline_mb, 1),
         "threads": torch.get_num_threads(),
+        **({"compile_warmup_seconds": warmup_seconds} if warmup_seconds is not None else {}),
     }
 
 

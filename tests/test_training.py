@@ -19,7 +19,7 @@ import torch
 from dialogtune.errors import ModelSpecError
 from dialogtune.generation import GenerationSettings, generate
 from dialogtune.models.loading import load_model
-from dialogtune.models.lora import apply_lora
+from dialogtune.models.lora import LoraSettings, apply_lora
 from dialogtune.models.params import count_parameters
 from dialogtune.models.random_configs import build_config
 from dialogtune.training import load_config, train
@@ -301,3 +301,69 @@ def test_gradient_checkpointing_recomputes_the_same_losses(tmp_path: Path, metho
         curves[checkpointing] = logged_losses(Path(config.output_dir))
     assert len(curves["true"]) == 3
     assert curves["true"] == pytest.approx(curves["false"], rel=1e-5)
+
+
+def test_compiled_training_steps_match_eager_and_leave_evaluation_eager(tmp_path: Path) -> None:
+    """training.compile: the repeated blocks run compiled in training steps (forward and
+    backward, here with gradient checkpointing too), the losses match eager ones, and the
+    returned model runs eager again (generation is never compiled)."""
+    from torch._dynamo.utils import counters
+
+    curves = {}
+    for compiled in ("false", "true"):
+        counters.clear()
+        config = load_config(
+            None,
+            tiny_overrides(
+                tmp_path / compiled,
+                "tiny-llama",
+                "lora",
+                "training.max_steps=3",
+                "training.gradient_checkpointing=true",
+                f"training.compile={compiled}",
+            ),
+        )
+        model = train(config, progress=False).loaded.model
+        curves[compiled] = logged_losses(Path(config.output_dir))
+        captured = counters["stats"]["unique_graphs"]
+        assert (captured > 0) == (compiled == "true")
+        blocks = model.get_base_model().model.layers
+        assert all(block._compiled_call_impl is None for block in blocks)
+    assert len(curves["true"]) == 3
+    assert curves["true"] == pytest.approx(curves["false"], rel=1e-3)
+
+
+def test_compile_finds_the_repeated_blocks_of_both_families() -> None:
+    from dialogtune.training.compile import repeated_blocks
+
+    for name, expected in (("tiny-llama", "LlamaDecoderLayer"), ("tiny-t5", "T5Block")):
+        model = load_model(f"random:{name}", dtype="fp32", device="cpu").model
+        config = model.config
+        layers = (
+            config.num_layers + config.num_decoder_layers if name == "tiny-t5" else config.num_hidden_layers
+        )
+        blocks = repeated_blocks(apply_lora(model, LoraSettings()))
+        assert {type(b).__name__ for b in blocks} == {expected}
+        assert len(blocks) == layers
+
+
+def test_a_failing_compile_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    """No C++ compiler (simulated: inductor's compile_fx raises) -> exit 2, one line naming the fix."""
+    import torch._inductor.compile_fx
+
+    from dialogtune.cli import main
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Compiler: g++ is not found")
+
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", no_compiler)
+    overrides = tiny_overrides(
+        tmp_path, "tiny-llama", "lora", "training.max_steps=1", "training.compile=true"
+    )
+    config = tmp_path / "train.yaml"
+    config.write_text("method: lora\n")
+    args = [arg for override in overrides for arg in ("--set", override)]
+    assert main(["train", str(config), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "training.compile=false" in err[-1] and "g++ is not found" in err[-1]
+    assert "Traceback" not in "\n".join(err)

@@ -145,6 +145,13 @@ class TrainingSettings:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute activations: less memory, ~30% slower"}
     )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the repeated blocks for training steps: ~1.2-1.35x faster steps "
+            "after a one-time compile (~45 s on 2 CPU cores)"
+        },
+    )
     group_by_length: bool = field(
         default=True, metadata={"help": "batch examples of similar length (less padding)"}
     )

@@ -143,6 +143,7 @@ def train(
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
         selective_loss=selective,
+        compile_blocks=config.training.compile,
         rouge_probe=_rouge_probe(loaded, eval_records, config, precision),
     )
 

@@ -1,5 +1,6 @@
-"""transformers' Trainer with three additions: the selective causal loss, ROUGE at evaluation,
-and length grouping that also groups small datasets (:mod:`dialogtune.training.sampler`).
+"""transformers' Trainer with four additions: the selective causal loss, ROUGE at evaluation,
+length grouping that also groups small datasets (:mod:`dialogtune.training.sampler`) and
+regional compilation of the training step (:mod:`dialogtune.training.compile`).
 
 Everything else (optimiser, schedule, accumulation, mixed precision, DDP/FSDP/DeepSpeed,
 checkpoints, resume, early stopping) is the Trainer's own.
@@ -12,7 +13,9 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from dialogtune.errors import ConfigError
 from dialogtune.training.callbacks import RougeProbe
+from dialogtune.training.compile import RegionalCompile
 from dialogtune.training.loss import selective_causal_loss
 from dialogtune.training.sampler import LengthGroupedBatches
 
@@ -24,14 +27,39 @@ class DialogTrainer(Trainer):
         selective_loss: compute logits and loss only where labels are learned
             (see :mod:`dialogtune.training.loss`); only for models that support it.
         rouge_probe: if given, every evaluation also reports ``eval_rouge1`` ... on a few dialogues.
+        compile_blocks: run training steps (forward and backward) with the model's repeated
+            blocks compiled by ``torch.compile``; evaluation and generation stay eager.
     """
 
     def __init__(
-        self, *args: Any, selective_loss: bool = False, rouge_probe: RougeProbe | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        selective_loss: bool = False,
+        rouge_probe: RougeProbe | None = None,
+        compile_blocks: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.selective_loss = selective_loss
         self.rouge_probe = rouge_probe
+        self.regional_compile = RegionalCompile(self.model) if compile_blocks else None
+
+    def training_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        if self.regional_compile is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        try:
+            with self.regional_compile.active():
+                return super().training_step(model, inputs, num_items_in_batch)
+        except torch._dynamo.exc.BackendCompilerFailed as exc:  # e.g. no C++ compiler on the machine
+            inner = getattr(exc, "inner_exception", None) or exc  # the compiler's own error
+            lines = str(inner).strip().splitlines()
+            reason = f"{type(inner).__name__}: {lines[0][:200]}" if lines else type(inner).__name__
+            raise ConfigError(f"training.compile failed ({reason}); set training.compile=false") from exc
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
