@@ -11,12 +11,14 @@ The helpers at the top (``write_dialogues``, ``tiny_overrides``) are shared with
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from dialogtune.errors import ModelSpecError
+from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.generation import GenerationSettings, generate
 from dialogtune.models.loading import load_model
 from dialogtune.models.lora import LoraSettings, apply_lora
@@ -90,6 +92,36 @@ def files_under(folder: Path) -> set[str]:
 def logged_losses(run_dir: Path) -> list[float]:
     history = json.loads((run_dir / "logs" / "history.json").read_text())
     return [row["loss"] for row in history if "loss" in row]
+
+
+def loss_curves(
+    tmp_path: Path,
+    model: str,
+    method: str,
+    key: str,
+    values: tuple[str, ...],
+    *extra: str,
+    after: Callable[[str, Any], None] | None = None,
+) -> dict[str, list[float]]:
+    """One tiny run per value of the config ``key`` (``extra``: more overrides); each run's
+    logged loss curve, by value. ``after(value, result)`` checks each run as it ends."""
+    curves = {}
+    for value in values:
+        config = load_config(None, tiny_overrides(tmp_path / value, model, method, *extra, f"{key}={value}"))
+        result = train(config, progress=False)
+        if after is not None:
+            after(value, result)
+        curves[value] = logged_losses(result.run_dir)
+    return curves
+
+
+def compiled_and_eager_curves(
+    tmp_path: Path, *extra: str, after: Callable[[str, Any], None] | None = None
+) -> dict[str, list[float]]:
+    """Loss curves of tiny Llama + LoRA runs with ``training.compile`` false and true."""
+    return loss_curves(
+        tmp_path, "tiny-llama", "lora", "training.compile", ("false", "true"), *extra, after=after
+    )
 
 
 DIALOGUES = [
@@ -234,13 +266,7 @@ def test_eval_rouge_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
 def test_bf16_autocast_tracks_fp32(tmp_path: Path, model: str) -> None:
     """bf16 autocast (the CPU default where the CPU has bf16) follows the fp32 loss curve,
     for T5 too (fp16 overflows there; bf16 has fp32's range)."""
-    curves = {}
-    for precision in ("fp32", "bf16"):
-        config = load_config(
-            None, tiny_overrides(tmp_path / precision, model, "full", f"training.precision={precision}")
-        )
-        train(config, progress=False)
-        curves[precision] = logged_losses(Path(config.output_dir))
+    curves = loss_curves(tmp_path, model, "full", "training.precision", ("fp32", "bf16"))
     assert all(abs(a - b) / a < 0.05 for a, b in zip(curves["fp32"], curves["bf16"])), curves
 
 
@@ -283,22 +309,21 @@ def test_cli_generate_with_the_trained_adapter_matches_the_trained_model(tmp_pat
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_gradient_checkpointing_recomputes_the_same_losses(tmp_path: Path, method: str) -> None:
     """Checkpointing trades time for memory, not results: fp32, no dropout, same loss curve."""
-    curves = {}
-    for checkpointing in ("false", "true"):
-        config = load_config(
-            None,
-            tiny_overrides(
-                tmp_path / checkpointing,
-                "tiny-llama",
-                method,
-                "training.max_steps=3",
-                f"training.gradient_checkpointing={checkpointing}",
-            ),
-        )
-        model = train(config, progress=False).loaded.model
+
+    def checkpointed_as_asked(checkpointing: str, result: Any) -> None:
+        model = result.loaded.model
         base = model.get_base_model() if method == "lora" else model
         assert base.is_activation_checkpointing == (checkpointing == "true")
-        curves[checkpointing] = logged_losses(Path(config.output_dir))
+
+    curves = loss_curves(
+        tmp_path,
+        "tiny-llama",
+        method,
+        "training.gradient_checkpointing",
+        ("false", "true"),
+        "training.max_steps=3",
+        after=checkpointed_as_asked,
+    )
     assert len(curves["true"]) == 3
     assert curves["true"] == pytest.approx(curves["false"], rel=1e-5)
 
@@ -309,32 +334,25 @@ def test_compiled_training_steps_match_eager_and_leave_evaluation_eager(tmp_path
     returned model runs eager again (generation is never compiled)."""
     from torch._dynamo.utils import counters
 
-    curves = {}
-    for compiled in ("false", "true"):
+    def compiled_as_asked_then_eager(compiled: str, result: Any) -> None:
+        assert (counters["stats"]["unique_graphs"] > 0) == (compiled == "true")
         counters.clear()
-        config = load_config(
-            None,
-            tiny_overrides(
-                tmp_path / compiled,
-                "tiny-llama",
-                "lora",
-                "training.max_steps=3",
-                "training.gradient_checkpointing=true",
-                f"training.compile={compiled}",
-            ),
-        )
-        model = train(config, progress=False).loaded.model
-        curves[compiled] = logged_losses(Path(config.output_dir))
-        captured = counters["stats"]["unique_graphs"]
-        assert (captured > 0) == (compiled == "true")
-        blocks = model.get_base_model().model.layers
+        blocks = result.loaded.model.get_base_model().model.layers
         assert all(block._compiled_call_impl is None for block in blocks)
+
+    counters.clear()
+    curves = compiled_and_eager_curves(
+        tmp_path,
+        "training.max_steps=3",
+        "training.gradient_checkpointing=true",
+        after=compiled_as_asked_then_eager,
+    )
     assert len(curves["true"]) == 3
     assert curves["true"] == pytest.approx(curves["false"], rel=1e-3)
 
 
 def test_compile_finds_the_repeated_blocks_of_both_families() -> None:
-    from dialogtune.training.compile import repeated_blocks
+    from dialogtune.training.compile import RegionalCompile, repeated_blocks
 
     for name, expected in (("tiny-llama", "LlamaDecoderLayer"), ("tiny-t5", "T5Block")):
         model = load_model(f"random:{name}", dtype="fp32", device="cpu").model
@@ -345,6 +363,9 @@ def test_compile_finds_the_repeated_blocks_of_both_families() -> None:
         blocks = repeated_blocks(apply_lora(model, LoraSettings()))
         assert {type(b).__name__ for b in blocks} == {expected}
         assert len(blocks) == layers
+    model._no_split_modules = None  # a model class that names no blocks: a config error, not a crash
+    with pytest.raises(ConfigError, match="found no repeated blocks"):
+        RegionalCompile(model)
 
 
 def test_a_failing_compile_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training import DIALOGUES, logged_losses, tiny_overrides
+from test_training import DIALOGUES, compiled_and_eager_curves, logged_losses, tiny_overrides
 
 from dialogtune.generation import GenerationSettings, generate
 from dialogtune.models.loading import load_model
@@ -52,22 +52,9 @@ def test_gpu_training_in_bf16_reloads_on_cpu(tmp_path: Path, model: str, method:
 
 
 def test_gpu_compiled_training_tracks_eager(tmp_path: Path) -> None:
-    curves = {}
-    for compiled in ("false", "true"):
-        config = load_config(
-            None,
-            tiny_overrides(
-                tmp_path / compiled,
-                "tiny-llama",
-                "lora",
-                "device=cuda",
-                "training.precision=bf16",
-                "training.max_steps=4",
-                f"training.compile={compiled}",
-            ),
-        )
-        train(config, progress=False)
-        curves[compiled] = logged_losses(Path(config.output_dir))
+    curves = compiled_and_eager_curves(
+        tmp_path, "device=cuda", "training.precision=bf16", "training.max_steps=4"
+    )
     assert curves["true"] == pytest.approx(curves["false"], rel=2e-2)
 
 

@@ -23,14 +23,15 @@ from collections.abc import Iterator
 
 import torch
 
-from dialogtune.training.loss import _innermost
+from dialogtune.errors import ConfigError
+from dialogtune.training.loss import innermost
 
 
 def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The model's transformer blocks: modules of the classes transformers lists in
     ``_no_split_modules`` (``LlamaDecoderLayer``, ``T5Block``, ...), which every model
     family defines for device-map sharding and which are exactly its repeated layers."""
-    base = _innermost(model)
+    base = innermost(model)
     names = set(getattr(base, "_no_split_modules", None) or [])
     return [module for module in base.modules() if type(module).__name__ in names]
 
@@ -40,9 +41,9 @@ class RegionalCompile:
 
     def __init__(self, model: torch.nn.Module, dynamic: bool = True) -> None:
         self.blocks = repeated_blocks(model)
-        if not self.blocks:
-            raise ValueError(
-                f"training.compile: found no repeated blocks to compile in {type(_innermost(model)).__name__}"
+        if not self.blocks:  # a model class without _no_split_modules: a config choice, not a bug
+            raise ConfigError(
+                f"training.compile: found no repeated blocks to compile in {type(innermost(model)).__name__}"
             )
         self._compiled = []
         for block in self.blocks:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from dialogtune.models.kinds import IGNORE_INDEX
 
 
-def _innermost(model: torch.nn.Module) -> torch.nn.Module:
+def innermost(model: torch.nn.Module) -> torch.nn.Module:
     """Unwrap DDP/FSDP (``.module``) and PEFT (``get_base_model``) to the transformers model."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
@@ -34,7 +34,7 @@ def _innermost(model: torch.nn.Module) -> torch.nn.Module:
 
 def supports_selective_loss(model: torch.nn.Module) -> bool:
     """True for models that can return logits at chosen positions only (decoder-only LMs)."""
-    base = _innermost(model)
+    base = innermost(model)
     if getattr(getattr(base, "config", None), "is_encoder_decoder", False):
         return False
     return "logits_to_keep" in inspect.signature(base.forward).parameters
