@@ -58,7 +58,12 @@ def _killed(args: list[str], kill_at: str, cwd: Path) -> subprocess.CompletedPro
         "TOKENIZERS_PARALLELISM": "false",
     }
     return subprocess.run(
-        [sys.executable, "-m", "dialogtune", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "dialogtune", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -125,7 +130,9 @@ def test_generate_finishes_from_a_complete_partial_without_generating(tmp_path: 
     monkeypatch.setattr(predictions, "write_predictions", real_write)
     asked: list[int] = []
     real_generate = predict.generate
-    monkeypatch.setattr(predict, "generate", lambda m, d, *a, **k: asked.append(len(d)) or real_generate(m, d, *a, **k))
+    monkeypatch.setattr(
+        predict, "generate", lambda m, d, *a, **k: asked.append(len(d)) or real_generate(m, d, *a, **k)
+    )
     assert main(args) == 0
     assert asked == [0] and "5 resumed" in capsys.readouterr().out
     assert len(out.read_text().splitlines()) == 5 and not partial.exists()

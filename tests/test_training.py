@@ -185,7 +185,9 @@ def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
     if method == "full":
         assert meta["parameters"]["trainable"] == full_count
     else:  # what PEFT itself counts for the same LoRA settings on a fresh base
-        peft_trainable, _ = apply_lora(load_model(config.model).model, config.lora).get_nb_trainable_parameters()
+        peft_trainable, _ = apply_lora(
+            load_model(config.model).model, config.lora
+        ).get_nb_trainable_parameters()
         assert meta["parameters"]["trainable"] == peft_trainable
         assert 0 < meta["parameters"]["trainable"] < 0.2 * full_count
 

@@ -45,7 +45,17 @@ class EvaluationSpec:
 
 
 # What makes two evaluations the same: a folder holding another one is never mixed into.
-_IDENTITY = ("model", "adapter", "weights", "data_fingerprint", "data", "generation", "prompt", "rouge", "bootstrap")
+_IDENTITY = (
+    "model",
+    "adapter",
+    "weights",
+    "data_fingerprint",
+    "data",
+    "generation",
+    "prompt",
+    "rouge",
+    "bootstrap",
+)
 
 
 def _saved_config(out: Path) -> dict[str, Any]:

@@ -21,9 +21,7 @@ def common_ids(runs: Sequence[RunSummary]) -> list[str]:
     for different dialogues, and pairing those would compare unrelated summaries.
     """
     first = runs[0].rows_by_id
-    return [
-        i for i in first if all(same_example(first[i], r.rows_by_id.get(i)) for r in runs[1:])
-    ]
+    return [i for i in first if all(same_example(first[i], r.rows_by_id.get(i)) for r in runs[1:])]
 
 
 def disagreement(runs: Sequence[RunSummary], example_id: str, metric: str) -> float:

@@ -280,7 +280,9 @@ class TrainConfig:
         if not self.model.strip():
             raise ConfigError("model must be a non-empty model spec")
         if not str(self.output_dir).strip():
-            raise ConfigError("output_dir must be a non-empty path (an empty one would mean the working directory)")
+            raise ConfigError(
+                "output_dir must be a non-empty path (an empty one would mean the working directory)"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(
                 f"device must be auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES), got '{self.device}'"
