@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    loaded = load_model(args.model, dtype=args.precision, device=args.device)
     registry = AdapterRegistry(loaded)
     for name, path in adapters:
         info = registry.load(name, path)
