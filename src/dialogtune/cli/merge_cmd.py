@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from dialogtune.models.adapters import merge_adapter
     from dialogtune.models.contract import read_contract, write_contract
     from dialogtune.models.loading import load_model
-    from dialogtune.models.precision import DTYPES, resolve_precision
     from dialogtune.models.params import count_parameters
+    from dialogtune.models.precision import DTYPES, resolve_precision
     from dialogtune.ownership import MARKER, claim_output_dir, refuse_protected
 
     output = Path(args.output).expanduser()
