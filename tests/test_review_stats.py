@@ -125,3 +125,11 @@ def test_summarize_flags_and_rouge_comparison() -> None:
     assert stats.rouge.spearman == pytest.approx(1.0) and stats.rouge.kendall == pytest.approx(1.0)
     assert stats.rouge.mean_rouge_l == {"good": pytest.approx(0.6), "bad": pytest.approx(0.1)}
     assert stats.to_dict()["votes"] == 8
+
+
+def test_rank_ranges_widen_when_resamples_tie() -> None:
+    # One decisive vote among ties: many resamples hold only ties, where the two are level.
+    votes = [vote("a", "b", "a", dialogue="w")] + [vote("a", "b", None, dialogue=f"t{i}") for i in range(3)]
+    ranking = bradley_terry(votes, ["a", "b"], 500, 0)
+    assert [r.model for r in ranking] == ["a", "b"]
+    assert [(r.rank_low, r.rank_high) for r in ranking] == [(1, 2), (1, 2)]

@@ -132,7 +132,9 @@ def test_re_evaluated_run_makes_another_review(run_dirs: list[Path], tmp_path: P
         ReviewStore.create_or_open(db, review_set([run_dirs[0], changed]))
 
 
-def test_files_that_are_not_review_databases(tmp_path: Path, store: ReviewStore) -> None:
+def test_files_that_are_not_review_databases(
+    tmp_path: Path, store: ReviewStore, run_dirs: list[Path]
+) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a database at all, " * 100)
     with pytest.raises(DataError, match="not a usable SQLite database"):
@@ -141,6 +143,10 @@ def test_files_that_are_not_review_databases(tmp_path: Path, store: ReviewStore)
     sqlite3.connect(other).execute("CREATE TABLE t (x)")
     with pytest.raises(DataError, match="not a dialogtune review database"):
         ReviewStore.open(other)
+    before = other.read_bytes()
+    with pytest.raises(DataError, match="not a dialogtune review database"):
+        ReviewStore.create_or_open(other, review_set(run_dirs))
+    assert other.read_bytes() == before  # someone else's database is left as it was
     with pytest.raises(DataError, match="not found"):
         ReviewStore.open(tmp_path / "missing.sqlite")
     con = sqlite3.connect(store.path)

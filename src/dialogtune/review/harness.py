@@ -151,13 +151,14 @@ def _free_port() -> int:
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             lines = log.read_text(errors="replace").strip().splitlines()
             raise DialogtuneError(f"dialogtune review exited: {lines[-1] if lines else server.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
+            with opener.open(f"{url}/health", timeout=2):
                 return
         except OSError:
             time.sleep(0.2)

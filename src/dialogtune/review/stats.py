@@ -189,7 +189,12 @@ def bradley_terry(votes: Sequence[Vote], models: Sequence[str], n_resamples: int
     # Resample votes: each resample's win matrix is (how often each vote was drawn) @ contributions.
     drawn = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
     boot = fit_bradley_terry((drawn @ rows).reshape(n_resamples, k, k))
-    ranks = np.argsort(np.argsort(-boot, axis=1), axis=1) + 1
+    # A model's best rank: 1 + models clearly ahead; its worst: models level or ahead (ties, e.g. in a
+    # resample of only tied votes, widen the range instead of being broken by list order).
+    ahead = boot[:, None, :] > boot[:, :, None] + 1e-9
+    level = np.abs(boot[:, None, :] - boot[:, :, None]) <= 1e-9
+    best = 1 + ahead.sum(axis=2)
+    worst = (ahead | level).sum(axis=2)
     order = np.argsort(-scores, kind="stable")
     return [
         Ranked(
@@ -198,8 +203,8 @@ def bradley_terry(votes: Sequence[Vote], models: Sequence[str], n_resamples: int
             ci_low=float(np.percentile(boot[:, i], 2.5)),
             ci_high=float(np.percentile(boot[:, i], 97.5)),
             rank=position + 1,
-            rank_low=int(np.percentile(ranks[:, i], 2.5, method="lower")),
-            rank_high=int(np.percentile(ranks[:, i], 97.5, method="higher")),
+            rank_low=int(np.percentile(best[:, i], 2.5, method="lower")),
+            rank_high=int(np.percentile(worst[:, i], 97.5, method="higher")),
         )
         for position, i in enumerate(order)
     ]

@@ -168,7 +168,6 @@ class ReviewStore:
         db.parent.mkdir(parents=True, exist_ok=True)
         con = _connect(db)
         try:
-            con.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
             con.execute("BEGIN IMMEDIATE")  # two servers starting at once: one creates, one checks
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not tables:
@@ -180,7 +179,12 @@ class ReviewStore:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             con.close()
-        _check_schema(db, _connect(db))
+        _check_schema(db, _connect(db))  # before changing anything in a file that may be someone else's
+        con = _connect(db)
+        try:
+            con.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+        finally:
+            con.close()
         store = cls(db, per_rater)
         meta = store._meta()
         if meta["review_key"] != review.key:
