@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dialogtune.errors import DataError, DialogtuneError
+from dialogtune.review.database import check_schema, connect, create_tables
 from dialogtune.review.runs import ReviewSet
 from dialogtune.review.schedule import choose_next, model_pairs, sides
 
-SCHEMA_VERSION = 1
 FLAGS: dict[str, str] = {
     "absent_person": "names someone not in the dialogue",
     "misses_point": "misses the main point",
@@ -43,28 +43,6 @@ CHOICES = ("left", "right", "tie")
 RATER_KINDS = ("human", "harness")
 # A letter or digit first, then letters, digits, spaces and . ' - (no accounts: a name is enough).
 _RATER_RE = re.compile(r"[^\W_][\w .'-]{0,39}")
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE models (idx INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, path TEXT NOT NULL,
-    fingerprint TEXT NOT NULL UNIQUE);
-CREATE TABLE items (dialogue_id TEXT PRIMARY KEY, position INTEGER NOT NULL UNIQUE,
-    dialogue TEXT NOT NULL, refs TEXT NOT NULL);
-CREATE TABLE outputs (model INTEGER NOT NULL REFERENCES models(idx),
-    dialogue_id TEXT NOT NULL REFERENCES items(dialogue_id), summary TEXT NOT NULL, rouge_l REAL NOT NULL,
-    PRIMARY KEY (model, dialogue_id));
-CREATE TABLE raters (name TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('human', 'harness')),
-    note TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
-CREATE TABLE shown (id INTEGER PRIMARY KEY, token TEXT NOT NULL UNIQUE,
-    rater TEXT NOT NULL REFERENCES raters(name), dialogue_id TEXT NOT NULL REFERENCES items(dialogue_id),
-    left_model INTEGER NOT NULL REFERENCES models(idx), right_model INTEGER NOT NULL REFERENCES models(idx),
-    pair_low INTEGER NOT NULL, pair_high INTEGER NOT NULL, shown_at REAL NOT NULL,
-    UNIQUE (rater, dialogue_id, pair_low, pair_high));
-CREATE TABLE votes (shown_id INTEGER PRIMARY KEY REFERENCES shown(id),
-    choice TEXT NOT NULL CHECK (choice IN ('left', 'right', 'tie')),
-    flags_left TEXT NOT NULL, flags_right TEXT NOT NULL,
-    source TEXT NOT NULL CHECK (source IN ('human', 'harness')), seconds REAL, voted_at REAL NOT NULL);
-"""
 
 
 class Refused(DialogtuneError):
@@ -147,7 +125,7 @@ class ReviewStore:
         db = Path(path)
         if not db.is_file():
             raise DataError(f"review database not found: {db}")
-        _check_schema(db, _connect(db))
+        check_schema(db)
         return cls(db)
 
     @classmethod
@@ -166,12 +144,12 @@ class ReviewStore:
         """
         db = Path(path)
         db.parent.mkdir(parents=True, exist_ok=True)
-        con = _connect(db)
+        con = connect(db)
         try:
             con.execute("BEGIN IMMEDIATE")  # two servers starting at once: one creates, one checks
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not tables:
-                _create(con, review, sample, 0 if seed is None else seed)
+                create_tables(con, review, sample, 0 if seed is None else seed)
             con.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{db}: not a usable SQLite database ({exc})") from None
@@ -179,8 +157,8 @@ class ReviewStore:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             con.close()
-        _check_schema(db, _connect(db))  # before changing anything in a file that may be someone else's
-        con = _connect(db)
+        check_schema(db)  # before changing anything in a file that may be someone else's
+        con = connect(db)
         try:
             con.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
         finally:
@@ -344,7 +322,7 @@ class ReviewStore:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        con = _connect(self.path)
+        con = connect(self.path)
         try:
             yield con
         finally:
@@ -353,7 +331,7 @@ class ReviewStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One transaction, holding the write lock from the start (no read-then-upgrade deadlocks)."""
-        con = _connect(self.path)
+        con = connect(self.path)
         try:
             con.execute("BEGIN IMMEDIATE")
             yield con
@@ -362,75 +340,6 @@ class ReviewStore:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             con.close()
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves. timeout: wait for another writer.
-    con = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-    try:
-        con.execute("PRAGMA foreign_keys = ON")
-        con.execute("PRAGMA synchronous = FULL")  # an acknowledged vote survives a power cut too
-    except sqlite3.DatabaseError as exc:
-        con.close()
-        raise DataError(f"{path}: not a usable SQLite database ({exc})") from None
-    return con
-
-
-def _check_schema(path: Path, con: sqlite3.Connection) -> None:
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        meta = dict(con.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
-    except sqlite3.DatabaseError as exc:
-        raise DataError(f"{path}: not a usable SQLite database ({exc})") from None
-    finally:
-        con.close()
-    if meta.get("format") != "dialogtune-review":
-        raise DataError(
-            f"{path}: not a dialogtune review database (tables: {', '.join(sorted(tables)) or 'none'})"
-        )
-    version = int(meta.get("schema_version", 0))
-    if version != SCHEMA_VERSION:
-        raise DataError(
-            f"{path}: review database schema {version}; this dialogtune reads schema {SCHEMA_VERSION}"
-            + (" (made by a newer dialogtune: upgrade)" if version > SCHEMA_VERSION else "")
-        )
-
-
-def _create(con: sqlite3.Connection, review: ReviewSet, sample: int | None, seed: int) -> None:
-    from dialogtune import __version__
-
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            con.execute(statement)
-    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    items = review.sample(sample, seed)
-    meta = {
-        "format": "dialogtune-review",
-        "schema_version": str(SCHEMA_VERSION),
-        "review_key": review.key,
-        "data_fingerprint": review.data_fingerprint,
-        "sample": json.dumps(sample),
-        "seed": str(seed),
-        "created": str(time.time()),
-        "dialogtune_version": __version__,
-    }
-    con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-    con.executemany(
-        "INSERT INTO models VALUES (?, ?, ?, ?)",
-        [(i, m.name, m.path, m.fingerprint) for i, m in enumerate(review.models)],
-    )
-    con.executemany(
-        "INSERT INTO items VALUES (?, ?, ?, ?)",
-        [(it.id, pos, it.dialogue, json.dumps(list(it.references))) for pos, it in enumerate(items)],
-    )
-    con.executemany(
-        "INSERT INTO outputs VALUES (?, ?, ?, ?)",
-        [
-            (i, it.id, m.summaries[it.id], m.rouge_l[it.id])
-            for i, m in enumerate(review.models)
-            for it in items
-        ],
-    )
 
 
 def _ensure_rater(con: sqlite3.Connection, name: str, kind: str | None, note: str) -> str:
