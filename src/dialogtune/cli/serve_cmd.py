@@ -10,28 +10,16 @@ that loads adapters at run time needs it). See docs/serving.md.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 
-from dialogtune.cli.common import positive_int
+from dialogtune.cli.common import check_bindable, is_loopback, port_number, positive_int
 from dialogtune.cli.model_args import add_model_args, add_prompt_args
 from dialogtune.errors import ConfigError
 
 _TOKEN_ENV = "DIALOGTUNE_API_TOKEN"  # = serving.config.TOKEN_ENV; not imported so --help stays fast
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got '{text}'") from None
-    if not 0 <= value <= 65535:  # 0: any free port
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
-    return value
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +35,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     net.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
     )
-    net.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
+    net.add_argument("--port", type=port_number, default=8000, help="port (default: %(default)s)")
     net.add_argument(
         "--token-env",
         default=_TOKEN_ENV,
@@ -148,24 +136,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_bindable(host: str, port: int) -> None:
-    """Fail with one line now, rather than with uvicorn's log message after loading the model."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def _setup_logging(level: str) -> None:
     # Request logs are JSON lines on their own; everything else gets a time and level.
     plain = logging.StreamHandler(sys.stderr)
@@ -203,10 +173,10 @@ def run(args: argparse.Namespace) -> int:
     names = [name for name, _ in adapters]
     if len(set(names)) != len(names):
         raise ConfigError(f"--adapter names must be unique, got {', '.join(names)}")
-    _check_bindable(args.host, args.port)
+    check_bindable(args.host, args.port)
     _setup_logging(args.log_level)
     log = logging.getLogger("dialogtune.serve")
-    if not _is_loopback(args.host) and token is None:
+    if not is_loopback(args.host) and token is None:
         log.warning(
             "listening on %s without a token: anyone who can reach this port can use the API (set $%s)",
             args.host,
