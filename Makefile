@@ -36,3 +36,4 @@ bench: install
 	$(PYTHON) benchmarks/generation.py
 	$(PYTHON) benchmarks/training.py
 	$(PYTHON) benchmarks/serving.py
+	$(PYTHON) benchmarks/batch.py

@@ -132,6 +132,12 @@ def test_bad_rows_go_to_the_errors_file(tmp_path, capsys):
     assert manifest["totals"]["summaries"] == 2 and manifest["totals"]["errors"] == 8
     assert sum(s["rows"] for s in manifest["shards"]) == 10  # the blank line is no row
 
+    # A rerun skips every shard, and counts what they hold (summaries and bad rows) again.
+    assert main(batch_args(src, out, "--shard-size", "4", "--format", "jsonl")) == 0
+    assert "(3 already done, skipped): 2 summaries" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["totals"] == manifest["totals"]
+    assert [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()] == errors
+
 
 KILLER = """
 import os, signal, sys

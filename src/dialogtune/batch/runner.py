@@ -22,7 +22,7 @@ from dialogtune.batch.inputs import Shard, find_inputs, plan_shards
 from dialogtune.batch.output import ERRORS, LAYOUT, OutputDir, job_identity, provenance
 from dialogtune.errors import ModelSpecError
 from dialogtune.models.specs import resolve_spec
-from dialogtune.runinfo import package_versions
+from dialogtune.runinfo import package_versions, peak_memory_mb
 
 Engine = Callable[[list[Shard], BatchConfig, dict[str, float]], Iterator[pa.Table]]
 ENGINES: dict[str, Engine] = {"local": local_results, "ray": ray_results}
@@ -61,8 +61,9 @@ def run_batch(config: BatchConfig, *, progress: bool | None = None) -> BatchRepo
     out = OutputDir(config.output, config.output_format)
     with out.locked():
         out.start(job_identity(config, files))
-        pending = [s for s in shards if not out.is_done(s)]
-        counts = {s.index: out.counts(s) for s in shards if s not in pending}
+        finished = {s.index for s in shards if out.is_done(s)}
+        pending = [s for s in shards if s.index not in finished]
+        counts = {s.index: out.counts(s) for s in shards if s.index in finished}
         columns = provenance(config, random_weights)
         timings: dict[str, float] = {}
         if pending:
@@ -160,6 +161,9 @@ def _manifest(
             "rows": report.rows,
             "seconds": round(report.seconds, 3),
             "rows_per_second": round(report.rows_per_second, 3),
+            # This process: with --engine local that is the model's memory (a sizing figure);
+            # with Ray only the driver's (actors report theirs in Ray's dashboard).
+            "peak_memory_mb": peak_memory_mb(),
             # engine start: model load (local) or Ray start/connect (ray, actors load later)
             **{key: round(value, 3) for key, value in timings.items() if key.endswith("_s")},
         },
