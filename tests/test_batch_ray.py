@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -83,6 +85,18 @@ def local_run(inputs, tmp_path_factory):
 def outputs(out: Path) -> tuple[list[dict], str]:
     table = pq.read_table(out / "shards").select(["id", "summary", "model", "generation", "random_weights"])
     return table.to_pylist(), (out / "errors.jsonl").read_text()
+
+
+def test_an_unreachable_cluster_is_one_line_at_once(inputs, tmp_path):
+    # First in this module: no Ray session is open yet (one would be used as is).
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.perf_counter()
+    with pytest.raises(DialogtuneError, match=f"cannot reach the Ray cluster at '127.0.0.1:{port}'"):
+        run_batch(config(inputs, tmp_path / "out", "ray", ray_address=f"127.0.0.1:{port}"), progress=False)
+    assert time.perf_counter() - started < 30  # ray.init alone would retry for minutes
+    assert not (tmp_path / "out").exists()
 
 
 def test_ray_output_equals_local_row_for_row(ray_cluster, inputs, local_run, tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -52,17 +53,34 @@ def read_shards(descriptors: pa.Table, id_column: str, dialogue_column: str) -> 
     return pa.concat_tables(tables)
 
 
-def require_ray() -> None:
-    """Fail before any work when ``--engine ray`` is asked for without Ray installed."""
+def check_ray(config: BatchConfig) -> None:
+    """Before any work: Ray is installed, and the cluster's address (if any) answers.
+
+    ``ray.init`` retries an unreachable ``host:port`` for many minutes; a TCP connect
+    tells in seconds.
+    """
     try:
-        import ray.data  # noqa: F401
+        import ray
     except ImportError:
         raise DialogtuneError(RAY_MISSING) from None
+    address = config.ray_address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized() or not address or "://" in address.removeprefix("ray://"):
+        return  # a session of this process is used as is; other schemes are Ray's to judge
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local": Ray finds the cluster (or says it cannot) at once
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise DialogtuneError(
+            f"cannot reach the Ray cluster at '{address}' ({exc.strerror or exc}); check --ray-address"
+            + (" and $RAY_ADDRESS" if not config.ray_address else "")
+        ) from None
 
 
 def ray_results(pending: list[Shard], config: BatchConfig, timings: dict[str, float]) -> Iterator[pa.Table]:
     """Ray Data: read on the workers → ``map_batches(Summarizer)`` on an actor pool → back to the driver."""
-    require_ray()
+    check_ray(config)
     import ray
     import ray.data
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from dialogtune.batch.config import BatchConfig, ModelJob
-from dialogtune.batch.engines import local_results, ray_results, require_ray
+from dialogtune.batch.engines import check_ray, local_results, ray_results
 from dialogtune.batch.inputs import Shard, find_inputs, plan_shards
 from dialogtune.batch.output import ERRORS, LAYOUT, OutputDir, job_identity, provenance
 from dialogtune.errors import ModelSpecError
@@ -55,7 +55,7 @@ def run_batch(config: BatchConfig, *, progress: bool | None = None) -> BatchRepo
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     random_weights = _check_model(config.job)  # before any work: a typo must not cost a cluster start
     if config.engine == "ray":
-        require_ray()
+        check_ray(config)
     files = find_inputs(config.input, exclude=config.output)
     shards = plan_shards(files, config.shard_size, config.id_column, config.dialogue_column, config.limit)
     out = OutputDir(config.output, config.output_format)
