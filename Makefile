@@ -41,3 +41,4 @@ bench: install
 	$(PYTHON) benchmarks/generation.py
 	$(PYTHON) benchmarks/training.py
 	$(PYTHON) benchmarks/serving.py
+	$(PYTHON) benchmarks/batch.py
