@@ -132,6 +132,42 @@ def test_health_reports_a_model_that_fails_its_batches(dirs):
         assert body["status"] == "error" and "a0" in body["problem"] and body["failed_batches"] == 1
 
 
+@pytest.mark.parametrize(
+    "config, reason",
+    [
+        ({"peft_type": "IA3"}, "only LoRA adapters are served"),
+        ({"use_dora": True}, "DoRA"),
+        ({"modules_to_save": ["lm_head", "score"]}, "modules_to_save: lm_head, score"),
+        ({"trainable_token_indices": [1, 2]}, "trainable_token_indices"),
+        ({"bias": "all"}, "biases (bias='all')"),
+        ({"layer_replication": [[0, 2]]}, "layer_replication"),
+        ({"target_parameters": ["experts.down_proj"]}, "target_parameters"),
+    ],
+)
+def test_adapters_that_change_the_shared_base_are_named_by_their_config(config, reason):
+    plain = {
+        "peft_type": "LORA",
+        "r": 8,
+        "target_modules": ["q_proj"],
+        "bias": "none",
+        "modules_to_save": None,
+    }
+    assert registry_module.unservable_reason(plain) is None
+    message = registry_module.unservable_reason({**plain, **config})
+    assert message is not None and reason in message
+
+
+def test_the_self_check_notices_a_silently_changed_base(dirs):
+    registry = AdapterRegistry(load_model(SPEC))
+    registry.load("a0", dirs[1]["a0"])
+    assert registry.check() is None
+    with torch.no_grad():  # what an adapter training the base's own weights would do to everyone
+        registry.loaded.model.get_base_model().model.norm.weight.mul_(1.5)
+    problem = registry.check()
+    assert problem is not None and registry.problem == problem
+    assert "the base model answers differently" in problem and "adapter 'a0' answers differently" in problem
+
+
 # -- 10: unencodable JSON ---------------------------------------------------------------
 
 BAD_BODIES = [
