@@ -130,6 +130,35 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="beyond this many waiting dialogues, requests get 503 (default: %(default)s)",
     )
     limits.add_argument(
+        "--max-request-cost",
+        type=positive_int,
+        default=4_000_000,
+        metavar="N",
+        help="most work one request may ask for, in token-steps: num_beams × max_new_tokens × "
+        "Σ(dialogue tokens + max_new_tokens); costlier requests get 413 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-adapters",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="most adapters loaded at once (--adapter and run-time loads); more get 409 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=128,
+        metavar="N",
+        help="most requests in progress at once; more get 503 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a client has to send its whole request body; slower ones get 408 (default: %(default)s)",
+    )
+    limits.add_argument(
         "--no-mixed-batches", action="store_true", help="never put different adapters in one generate call"
     )
     add_prompt_args(parser)
@@ -164,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queued_dialogues=args.max_queued_dialogues,
+        max_request_cost=args.max_request_cost,
+        max_adapters=args.max_adapters,
+        max_connections=args.max_connections,
+        body_timeout_s=args.body_timeout,
         mixed_adapter_batches=not args.no_mixed_batches,
         api_token=token,
         adapter_root=Path(args.adapter_root) if args.adapter_root else None,
@@ -173,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
     names = [name for name, _ in adapters]
     if len(set(names)) != len(names):
         raise ConfigError(f"--adapter names must be unique, got {', '.join(names)}")
+    if len(names) > config.max_adapters:
+        raise ConfigError(f"{len(names)} --adapter given; serving.max_adapters allows {config.max_adapters}")
     check_bindable(args.host, args.port)
     _setup_logging(args.log_level)
     log = logging.getLogger("dialogtune.serve")
@@ -212,5 +247,6 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=args.graceful_timeout,
+        **config.uvicorn_options(),
     )
     return 0
