@@ -109,7 +109,10 @@ def test_minimal_config_loads(tmp_path: Path) -> None:
             _with(variants=[{"name": "v", "config": {"method": "lora", "lerning_rate": 1}}]),
             "unknown key lerning_rate",
         ),
-        (_with(variants=[{"name": "v", "config": {"method": "dpo"}}]), "method must be full or lora"),
+        (
+            _with(variants=[{"name": "v", "config": {"method": "dpo"}}]),
+            "method must be one of full, lora, dora, ia3, prompt_tuning",
+        ),
         (_with(variants__0__set={"training.batch_size": 0}), "training.batch_size"),
     ],
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import dialogtune.evaluation.run as evaluation_run
+import dialogtune.experiments.evaluate as evaluation_run
 import dialogtune.training as training
 from dialogtune.cli import main
 from dialogtune.experiments import load_experiment, run_experiment

@@ -215,7 +215,10 @@ def test_report_has_every_section(report_dir: Path) -> None:
         "ROUGE-Lsum",
         "## Improvement",
         "vs the baseline (zero-shot)",
-        "LoRA vs full fine-tuning",
+        "Each parameter-efficient method vs full fine-tuning",
+        "## Quality against cost",
+        "(pareto.png)",
+        "Pareto-optimal",
         "significant",
         "lora vs full",
         "## Cost",
@@ -276,10 +279,10 @@ class _Collector(HTMLParser):
 def test_html_is_self_contained_with_tables_and_png_data_uris(report_dir: Path) -> None:
     parser = _Collector()
     parser.feed((report_dir / "report.html").read_text())
-    assert parser.tags.count("table") >= 12  # 8 section tables + one per example
-    assert parser.tags.count("section") == 8
+    assert parser.tags.count("table") >= 13  # 9 section tables + one per example
+    assert parser.tags.count("section") == 9
     assert "script" not in parser.tags and "link" not in parser.tags  # nothing fetched, nothing run
-    assert len(parser.images) == 2
+    assert len(parser.images) == 3
     for image in parser.images:
         prefix, _, payload = str(image["src"]).partition(",")
         assert prefix == "data:image/png;base64"
@@ -358,7 +361,7 @@ def test_html_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> 
     found = [t for t in probe.text if t.startswith('{"images"')]
     assert found, "the page did not finish loading"
     state = json.loads(found[0])
-    assert len(state["images"]) == 2
+    assert len(state["images"]) == 3
     assert all(complete and width > 300 for complete, width in state["images"])  # decoded, real plots
     assert state["tables"] >= 12 and state["rows"] >= 30
 

@@ -1,8 +1,10 @@
-"""Training end to end on tiny models: {tiny-t5, tiny-llama} x {full, lora}.
+"""Training end to end on tiny models: {tiny-t5, tiny-llama} x every method
+(full, LoRA, DoRA, IA3, prompt tuning).
 
 Each run trains a few steps on a small fixed dataset built here and checks: the loss goes
-down, the run directory holds exactly the expected files, a LoRA adapter is much smaller
-than the full model, and reloading the saved weights gives identical outputs.
+down, the run directory holds exactly the expected files, the trainable parameters are what
+PEFT itself counts, an adapter is much smaller than the full model, and reloading the saved
+weights (frozen, and merged where the method allows) gives identical outputs.
 
 The helpers at the top (``write_dialogues``, ``tiny_overrides``) are shared with the other
 ``test_training_*`` modules.
@@ -20,6 +22,7 @@ import torch
 
 from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.generation import GenerationSettings, generate
+from dialogtune.methods import count_trainable, get_method
 from dialogtune.models.loading import load_model
 from dialogtune.models.lora import LoraSettings, apply_lora
 from dialogtune.models.params import count_parameters
@@ -28,6 +31,9 @@ from dialogtune.training import load_config, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+# Per method, a rate that moves a tiny model in 8 steps (vectors and virtual tokens need more).
+LEARNING_RATES = {"full": 1e-2, "lora": 3e-2, "dora": 3e-2, "ia3": 0.3, "prompt_tuning": 0.3}
+METHODS = ["full", "lora", "dora", "ia3", "prompt_tuning"]
 NAMES = ["Tom", "Anna", "Mr. Smith", "Lucy", "Bob", "Mia", "Dr. Lee", "Sam"]
 THINGS = ["pizza", "a cake", "some juice", "the music", "flowers", "a game", "bread", "tea"]
 
@@ -76,11 +82,15 @@ def tiny_overrides(tmp_path: Path, model: str, method: str, *extra: str) -> list
         "training.max_steps=8",
         "training.logging_steps=1",
         "training.precision=fp32",
-        f"training.learning_rate={1e-2 if method == 'full' else 3e-2}",
+        f"training.learning_rate={LEARNING_RATES.get(method, 3e-2)}",
         "eval.strategy=no",
         "lora.r=4",
         "lora.alpha=8",
         "lora.dropout=0.0",
+        "dora.r=4",
+        "dora.alpha=8",
+        "dora.dropout=0.0",
+        "prompt_tuning.num_virtual_tokens=8",
         *extra,
     ]
 
@@ -147,8 +157,27 @@ MODEL_FILES = {
 }
 
 
+def peft_count(model_spec: str, method: str) -> int:
+    """Trainable parameters PEFT itself counts for the test's settings of ``method`` on a fresh base,
+    with the config built here from PEFT's classes (not dialogtune's)."""
+    from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
+
+    base = load_model(model_spec).model
+    task = "SEQ_2_SEQ_LM" if base.config.is_encoder_decoder else "CAUSAL_LM"
+    llama = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    targets = ["q", "v"] if base.config.is_encoder_decoder else llama  # dialogtune's family defaults
+    config = {
+        "lora": lambda: LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type=task),
+        "dora": lambda: LoraConfig(r=4, lora_alpha=8, target_modules=targets, use_dora=True, task_type=task),
+        "ia3": lambda: IA3Config(task_type=task),  # PEFT's own per-family modules
+        "prompt_tuning": lambda: PromptTuningConfig(num_virtual_tokens=8, task_type=task),
+    }[method]()
+    trainable, _ = get_peft_model(base, config).get_nb_trainable_parameters()
+    return trainable
+
+
 @pytest.mark.parametrize("model", ["tiny-t5", "tiny-llama"])
-@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("method", METHODS)
 def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
     # Evaluate on the training examples before and after (eval mode: no dropout noise).
     config = load_config(
@@ -163,16 +192,19 @@ def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
             "eval.on_start=true",
         ),
     )
+    chosen = get_method(method)
     result = train(config, progress=False)
     run = result.run_dir
     history = json.loads((run / "logs" / "history.json").read_text())
     before, after = [row["eval_loss"] for row in history if "eval_loss" in row]
-    assert after < 0.8 * before, (before, after)
+    # Virtual tokens move a model slowest: 8 steps take a few percent off (tiny-t5: 18.9 -> 17.7).
+    assert after < (0.97 if method == "prompt_tuning" else 0.8) * before, (before, after)
     assert len(logged_losses(run)) == 8
 
-    weights = "adapter" if method == "lora" else "model"
+    weights = chosen.weights_folder
+    assert weights == ("model" if method == "full" else "adapter")
     expected = {".dialogtune-output.json", "config.yaml", "metadata.json", "logs/history.json"} | {
-        f"{weights}/{f}" for f in (ADAPTER_FILES if method == "lora" else MODEL_FILES)
+        f"{weights}/{f}" for f in (MODEL_FILES if method == "full" else ADAPTER_FILES)
     }
     written = files_under(run)
     events = {f for f in written if f.startswith("logs/events.out.tfevents")}
@@ -180,34 +212,36 @@ def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
 
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["method"] == method and meta["precision"] == "fp32" and meta["model"]["random_weights"]
-    assert meta["loss"] == ("selective" if model == "tiny-llama" else "model")
+    # Prompt tuning prepends virtual tokens, which moves the positions the selective loss picks.
+    selective = model == "tiny-llama" and method != "prompt_tuning"
+    assert meta["loss"] == ("selective" if selective else "model")
     assert meta["train"]["global_step"] == 8 and meta["train"]["tokens_per_s"] > 0
     assert meta["data_fingerprint"]["train"] and meta["versions"]["transformers"]
     full_count = count_parameters(load_model(config.model).model)["total"]
     if method == "full":
         assert meta["parameters"]["trainable"] == full_count
-    else:  # what PEFT itself counts for the same LoRA settings on a fresh base
-        peft_trainable, _ = apply_lora(
-            load_model(config.model).model, config.lora
-        ).get_nb_trainable_parameters()
-        assert meta["parameters"]["trainable"] == peft_trainable
-        assert 0 < meta["parameters"]["trainable"] < 0.2 * full_count
+    else:  # what PEFT itself counts for the same settings on a fresh base
+        assert meta["parameters"]["trainable"] == peft_count(config.model, method)
+        assert 0 < meta["parameters"]["trainable"] < 0.5 * full_count
+    saved = json.loads((run / weights / "dialogtune_inference.json").read_text())
+    assert saved["method"] == method and saved["base_model"] == config.model
 
     # Reload from disk: frozen (0 trainable), same logits and same generations.
     settings = GenerationSettings(max_new_tokens=12, max_dialogue_tokens=96)
     trained = generate(result.loaded, DIALOGUES, settings, config.prompt).texts
-    if method == "lora":
-        reloaded = load_model(config.model, adapter=str(run / "adapter"), dtype="fp32")
-    else:
-        reloaded = load_model(str(run / "model"), dtype="fp32")
+    reloaded = chosen.load(config.model, run / weights, precision="fp32", merge="no")
     # A reloaded adapter is frozen; a reloaded full model is a plain model (everything trainable).
-    assert count_parameters(reloaded.model)["trainable"] == (0 if method == "lora" else full_count)
+    assert count_trainable(reloaded.model)["trainable"] == (full_count if method == "full" else 0)
     assert generate(reloaded, DIALOGUES, settings, config.prompt).texts == trained
     batch = reloaded.tokenizer(DIALOGUES, return_tensors="pt", padding=True)
     if result.loaded.kind.name == "seq2seq":
         batch["decoder_input_ids"] = torch.zeros((2, 3), dtype=torch.long)
     with torch.no_grad():
         assert torch.allclose(result.loaded.model(**batch).logits, reloaded.model(**batch).logits, atol=1e-6)
+    if chosen.mergeable:  # folded into the base weights: a plain model that generates the same
+        merged = chosen.load(config.model, run / weights, precision="fp32")
+        assert merged.adapter_merged and not hasattr(merged.model, "peft_config")
+        assert generate(merged, DIALOGUES, settings, config.prompt).texts == trained
 
 
 def test_adapter_is_much_smaller_than_full_model(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_overrides_are_parsed_as_yaml_1_2() -> None:
         (["training.batch_size=0"], "training.batch_size has an invalid value"),
         (["training.learning_rate=fast"], "training.learning_rate must be a number"),
         (["training.gradient_checkpointing=yes"], "training.gradient_checkpointing must be true or false"),
-        (["method=qlora"], "method must be full or lora"),
+        (["method=qlora"], "method must be one of full, lora, dora, ia3, prompt_tuning"),
         (["lora.r=0"], "lora.r must be a positive integer"),
         (["data.train.limit=0"], "data.train.limit must be a positive integer"),
         (["eval.generation.top_p=2"], "eval.generation.top_p has an invalid value"),

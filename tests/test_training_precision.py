@@ -32,7 +32,7 @@ def test_auto_is_bf16_only_for_lora_in_bf16_without_sharding() -> None:
     assert resolve_frozen_weights("auto", method="lora", precision="bf16", sharded=True) == "fp32"
     assert resolve_frozen_weights("fp32", method="lora", precision="bf16", sharded=False) == "fp32"
     for kwargs, message in [
-        (dict(method="full", precision="bf16", sharded=False), "is for LoRA"),
+        (dict(method="full", precision="bf16", sharded=False), "is for methods that freeze the base"),
         (dict(method="lora", precision="fp32", sharded=False), "needs bf16 training"),
         (dict(method="lora", precision="bf16", sharded=True), "FSDP/DeepSpeed"),
     ]:

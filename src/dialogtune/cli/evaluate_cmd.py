@@ -7,12 +7,18 @@ import json
 import sys
 
 from dialogtune.cli.common import add_data_args, data_config_from_args, positive_int
+from dialogtune.cli.fields import add_fields, given_values
 from dialogtune.cli.model_args import (
     add_generation_args,
     add_model_args,
     inference_inputs,
     load_inference_model,
 )
+from dialogtune.evaluation.rouge import LSUM_SPLITS, RougeSettings
+from dialogtune.experiments.config import EvaluationSpec
+
+# Set from the other flag groups (--data ..., generation and prompt flags; --seed also seeds the bootstrap).
+_NOT_FLAGS = ("data", "generation", "prompt", "rouge", "seed", "device")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -20,14 +26,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_data_args(parser)
     add_generation_args(parser)
     group = parser.add_argument_group("scoring")
-    group.add_argument(
-        "--lsum-split",
-        choices=["sentences", "newline", "none"],
-        default="sentences",
-        help="how texts are split into lines for rougeLsum (default: %(default)s)",
+    add_fields(
+        group,
+        RougeSettings,
+        prefix="rouge_",
+        skip=("rouge_types", "multi_reference"),
+        flags={"use_stemmer": "--no-stemmer"},
+        choices={"lsum_split": LSUM_SPLITS},
     )
-    group.add_argument("--no-stemmer", action="store_true", help="disable the Porter stemmer")
-    group.add_argument("--n-resamples", type=positive_int, default=1000, help="bootstrap resamples for CIs")
+    add_fields(group, EvaluationSpec, prefix="spec_", skip=_NOT_FLAGS, types_={"n_resamples": positive_int})
     parser.add_argument("--output-dir", required=True, help="run directory to write")
     parser.add_argument(
         "--overwrite",
@@ -40,17 +47,17 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dialogtune.data import load_records
-    from dialogtune.evaluation.rouge import RougeSettings
-    from dialogtune.evaluation.run import EvaluationSpec, evaluate_to_dir, format_metrics
+    from dialogtune.experiments.evaluate import evaluate_to_dir, format_metrics
 
     settings, template = inference_inputs(args)
     spec = EvaluationSpec(
         data=data_config_from_args(args),
         generation=settings,
         prompt=template,
-        rouge=RougeSettings(use_stemmer=not args.no_stemmer, lsum_split=args.lsum_split),
-        n_resamples=args.n_resamples,
+        rouge=RougeSettings(**given_values(args, RougeSettings, prefix="rouge_")),
         seed=args.seed,
+        device=args.device,
+        **given_values(args, EvaluationSpec, prefix="spec_"),
     )
     records = load_records(spec.data, require_references=True)
     loaded = load_inference_model(args, settings)

@@ -47,6 +47,7 @@ def add_fields(
             # A flag that changes the default: --do-sample for False defaults, --no-... for True ones.
             if default:
                 flag = (flags or {}).get(field.name, "--no-" + field.name.replace("_", "-"))
+                help_text = f"{help_text} (on by default; this flag turns it off)"
             group.add_argument(
                 flag, dest=dest, action="store_const", const=not default, default=None, help=help_text
             )

@@ -1,8 +1,11 @@
-"""``dialogtune merge --model M --adapter DIR --output DIR``: fold a LoRA adapter into its base.
+"""``dialogtune merge [--model M] --adapter DIR --output DIR``: fold an adapter into its base.
 
-The merged model (W + B·A·alpha/r in every adapted layer) is a plain transformers model:
-it needs no PEFT at inference and generates what base + adapter generates. It is saved as
-safetensors + tokenizer, built under a temporary name and renamed into place.
+The merged model (LoRA: W + B·A·alpha/r in every adapted layer; DoRA and IA3 alike) is a plain
+transformers model: it needs no PEFT at inference and generates what base + adapter generates.
+It is saved as safetensors + tokenizer + the adapter's inference contract, built under a
+temporary name and renamed into place. Whether an adapter can be merged is its method's answer
+(prompt tuning cannot: it changes no weight). Without ``--model``, the base is the one the
+adapter's contract names.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-from dialogtune.cli.model_args import add_model_args
+from dialogtune.cli.model_args import add_model_args, resolve_model
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    add_model_args(parser, adapter=False, precision="fp32")
-    parser.add_argument("--adapter", required=True, help="LoRA adapter directory (made by dialogtune train)")
+    add_model_args(parser, adapter=False, precision="fp32", base_from_contract=True)
+    parser.add_argument(
+        "--adapter", required=True, help="adapter directory (LoRA, DoRA, IA3; made by dialogtune train)"
+    )
     parser.add_argument("--output", required=True, help="directory to write the merged model to")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier merge output at --output"
@@ -25,8 +30,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dialogtune.errors import ConfigError
+    from dialogtune.errors import ConfigError, ModelSpecError
     from dialogtune.io import atomic_dir
+    from dialogtune.methods import method_of_adapter
     from dialogtune.models.adapters import merge_adapter
     from dialogtune.models.contract import read_contract, write_contract
     from dialogtune.models.loading import load_model
@@ -38,13 +44,20 @@ def run(args: argparse.Namespace) -> int:
     adapter = Path(args.adapter).expanduser().resolve()
     if output.resolve() == adapter or adapter in output.resolve().parents:
         raise ConfigError("--output must not be the adapter folder or inside it")
+    method = method_of_adapter(adapter)
+    if method is not None and not method.mergeable:  # before loading anything
+        raise ModelSpecError(
+            f"{args.adapter} is a {method.name} adapter, which cannot be merged "
+            f"({method.not_mergeable_because}); use it with --adapter instead"
+        )
     # Only an earlier merge output may be replaced, and only with --overwrite; checked before loading.
     output, state = claim_output_dir(output, "merge", overwrite=False, what="--output")
     if state == "ours" and not args.overwrite:
         raise ConfigError(f"--output {output} already holds a merged model; pass --overwrite to replace it")
     if state == "ours":
         refuse_protected(output)
-    loaded = load_model(args.model, dtype="fp32", device=args.device, adapter=args.adapter)  # merge in fp32
+    base = resolve_model(args)  # --model, else the adapter contract's base model
+    loaded = load_model(base, dtype="fp32", device=args.device, adapter=args.adapter)  # merge in fp32
     merged = merge_adapter(loaded)
     precision = resolve_precision(args.precision, device=loaded.device, model_type=merged.config.model_type)
     merged.to(DTYPES[precision])  # rounded once, after the fp32 merge

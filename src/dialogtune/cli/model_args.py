@@ -26,13 +26,32 @@ if TYPE_CHECKING:
 NO_SYSTEM = "\x00none"  # --no-system-prompt: no system message, whatever the contract says
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, adapter: bool = True, precision: str = "auto") -> None:
+def add_model_args(
+    parser: argparse.ArgumentParser,
+    *,
+    adapter: bool = True,
+    precision: str = "auto",
+    base_from_contract: bool | None = None,
+) -> None:
+    """``--model`` (+ ``--adapter --merge``), ``--precision``, ``--device``.
+
+    ``base_from_contract`` (default: when there is an ``--adapter``): without ``--model``, the
+    base model an adapter's saved contract names (:func:`resolve_model`), else the default model.
+    """
     group = parser.add_argument_group("model")
-    group.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"hub id, local dir, .gguf file, {DEFAULT_MODEL} or random:<name> (default: %(default)s)",
-    )
+    if base_from_contract if base_from_contract is not None else adapter:
+        group.add_argument(
+            "--model",
+            default=None,
+            help=f"hub id, local dir, .gguf file, {DEFAULT_MODEL} or random:<name> (default: the base "
+            f"model named in the adapter's saved contract, else {DEFAULT_MODEL})",
+        )
+    else:
+        group.add_argument(
+            "--model",
+            default=DEFAULT_MODEL,
+            help=f"hub id, local dir, .gguf file, {DEFAULT_MODEL} or random:<name> (default: %(default)s)",
+        )
     if adapter:
         group.add_argument("--adapter", default=None, help="adapter directory to load (frozen) on the base")
         group.add_argument(
@@ -101,11 +120,22 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def resolve_model(args: argparse.Namespace) -> str:
+    """``--model``, or when it was not given the base model the adapter's contract names (else the
+    default model); sets ``args.model``."""
+    if getattr(args, "model", None) is None:
+        from dialogtune.models.contract import read_contract
+
+        contract = read_contract(getattr(args, "adapter", None))
+        args.model = (contract.base_model if contract is not None else None) or DEFAULT_MODEL
+    return str(args.model)
+
+
 def inference_contract(args: argparse.Namespace) -> InferenceContract | None:
     """The saved contract of ``--adapter`` (or of a fine-tuned ``--model`` folder), if any."""
     from dialogtune.models.contract import contract_for
 
-    return contract_for(args.model, getattr(args, "adapter", None))
+    return contract_for(resolve_model(args), getattr(args, "adapter", None))
 
 
 def prompt_from_args(args: argparse.Namespace, contract: InferenceContract | None = None) -> PromptTemplate:
@@ -157,7 +187,7 @@ def load_inference_model(args: argparse.Namespace, settings: GenerationSettings)
     from dialogtune.models.inference import load_for_inference
 
     return load_for_inference(
-        args.model,
+        resolve_model(args),
         adapter=getattr(args, "adapter", None),
         precision=settings.precision,
         device=args.device,

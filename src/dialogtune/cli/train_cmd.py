@@ -1,4 +1,5 @@
-"""``dialogtune train CONFIG.yaml [--set key=value ...]``: full or LoRA fine-tuning.
+"""``dialogtune train CONFIG.yaml [--set key=value ...]``: fine-tuning with any method
+(full, LoRA, DoRA, IA3, prompt tuning: :mod:`dialogtune.methods`).
 
 Runs unchanged under ``torchrun --nproc_per_node N -m dialogtune train ...`` or
 ``accelerate launch -m dialogtune train ...`` (DDP); see docs/training.md.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from dialogtune.methods import method_names
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG.yaml", help="training config (see configs/)")
@@ -18,7 +21,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set training.learning_rate=2e-4 (repeatable)",
+        help="override a config key, e.g. --set training.learning_rate=2e-4 or --set method=ia3 "
+        f"(methods: {', '.join(method_names())}); values are YAML 1.2; repeatable",
     )
     parser.add_argument(
         "--resume",

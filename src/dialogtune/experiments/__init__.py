@@ -1,11 +1,14 @@
 """Experiments: a baseline and variants trained, evaluated on the same dialogues, and reported.
 
 ``run_experiment(load_experiment("experiments/quickstart.yaml"))`` is the whole API;
-``dialogtune run`` is a thin verb over it.
+``dialogtune run`` is a thin verb over it. :mod:`dialogtune.experiments.evaluate` evaluates one
+model into a run directory (``dialogtune evaluate``, and every evaluation stage here); it loads
+torch, so it is imported only by who uses it.
 """
 
 from dialogtune.experiments.config import (
     EvaluationConfig,
+    EvaluationSpec,
     ExperimentConfig,
     ModelEntry,
     ReportSettings,
@@ -16,6 +19,7 @@ from dialogtune.experiments.runner import ExperimentResult, StageOutcome, run_ex
 
 __all__ = [
     "EvaluationConfig",
+    "EvaluationSpec",
     "ExperimentConfig",
     "ExperimentResult",
     "ModelEntry",

@@ -19,7 +19,11 @@ Every model is evaluated with ``evaluation.prompt``; trained variants are traine
 (it replaces the prompt of their training config), so the comparison changes only the weights.
 Sections reuse the blocks' own dataclasses (``DataConfig``, ``GenerationSettings``,
 ``PromptTemplate``, ``RougeSettings``), which validate themselves; unknown keys anywhere are a
-one-line :class:`ConfigError` naming the key.
+one-line :class:`ConfigError` naming the key. YAML, ``--set`` and the builder are the config
+layer's (:mod:`dialogtune.config`), the same as for training configs.
+
+:class:`EvaluationSpec` is the one description of an evaluation: ``dialogtune evaluate`` builds it
+from flags, an experiment from its ``evaluation:`` section, and the runner's stage key hashes it.
 """
 
 from __future__ import annotations
@@ -30,35 +34,63 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dialogtune.config import apply_set, build, flatten, read_yaml_file
 from dialogtune.data.config import DataConfig
 from dialogtune.errors import ConfigError
 from dialogtune.evaluation.rouge import RougeSettings
-from dialogtune.generation import GenerationSettings
+from dialogtune.generation.settings import GenerationSettings
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
-from dialogtune.training.config import build
+
+__all__ = [
+    "EvaluationConfig",
+    "EvaluationSpec",
+    "ExperimentConfig",
+    "ModelEntry",
+    "ReportSettings",
+    "apply_set",
+    "flatten",
+    "load_experiment",
+    "resolve_config_path",
+]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # names become directory names
 
 
 @dataclass
-class EvaluationConfig:
-    """What every model is measured on, and how."""
+class EvaluationSpec:
+    """Everything that determines an evaluation's numbers: what every model is measured on, and how.
+
+    Precision is ``generation.precision`` (it decides how the weights compute).
+    """
 
     data: DataConfig = field(default_factory=lambda: DataConfig(split="test"))
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     prompt: PromptTemplate = field(default_factory=PromptTemplate)
     rouge: RougeSettings = field(default_factory=RougeSettings)
     n_resamples: int = field(default=1000, metadata={"help": "bootstrap resamples for the CIs"})
-    seed: int = 0
-    dtype: str = field(default="auto", metadata={"help": "auto, fp32, bf16, fp16"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ... (not part of the numbers)"})
 
     def __post_init__(self) -> None:
         if self.n_resamples < 1:
             raise ConfigError(f"evaluation.n_resamples must be a positive integer, got {self.n_resamples}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two evaluations' numbers comparable (the device is not part of it)."""
+        return {
+            "data": self.data.to_dict(),
+            "generation": self.generation.to_dict(),
+            "prompt": self.prompt.to_dict(),
+            "rouge": self.rouge.to_dict(),
+            "bootstrap": {"n_resamples": self.n_resamples, "seed": self.seed},
+        }
+
+
+EvaluationConfig = EvaluationSpec  # the earlier name
 
 
 @dataclass
@@ -126,7 +158,7 @@ class ExperimentConfig:
     output_dir: str = "runs/experiment"
     baseline: ModelEntry = field(default_factory=lambda: ModelEntry(name="zero-shot", model=DEFAULT_MODEL))
     variants: list[ModelEntry] = field(default_factory=list)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     report: ReportSettings = field(default_factory=ReportSettings)
     base_dir: str = field(
         default=".",
@@ -153,75 +185,20 @@ class ExperimentConfig:
         return asdict(self)
 
 
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"training": {"max_steps": 5}}`` -> ``{"training.max_steps": 5}``: both spellings mean the same."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def apply_set(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``a.b=c`` override in place; list items are picked by index or by ``name``.
-
-    ``variants.lora.set.training.max_steps=5`` reaches the variant named ``lora``; the value is
-    parsed as YAML (``1e-3``, ``[q, v]``, ``null``).
-    """
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set expects key=value, got '{item}'")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    parts = key.strip().split(".")
-    node: Any = raw
-    for depth, part in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            node = _list_item(node, part, ".".join(parts[: depth + 1]))
-            continue
-        child = node.get(part)
-        if not isinstance(child, (dict, list)):
-            child = node[part] = {}
-        node = child
-    if isinstance(node, list):
-        raise ConfigError(f"--set {key}: cannot replace a list item, set one of its keys")
-    node[parts[-1]] = value
-
-
-def _list_item(items: list[Any], part: str, where: str) -> dict[str, Any]:
-    if part.isdigit() and int(part) < len(items):
-        return items[int(part)]
-    for item in items:
-        if isinstance(item, dict) and item.get("name") == part:
-            return item
-    names = [str(i.get("name")) for i in items if isinstance(i, dict)]
-    raise ConfigError(f"--set {where}: no item '{part}' (give an index or one of: {', '.join(names)})")
-
-
 def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read an experiment YAML (or start from defaults), apply ``--set`` overrides, validate."""
     raw: dict[str, Any] = {}
     base_dir = Path(".")
     if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"experiment file not found: {path}")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys")
-        raw = json.loads(json.dumps(loaded or {}))  # a deep copy that --set may change freely
-        base_dir = file.resolve().parent
+        raw = json.loads(json.dumps(read_yaml_file(path, "experiment file")))  # a copy --set may change
+        base_dir = Path(path).resolve().parent
     for item in overrides or []:
         apply_set(raw, item)
     if "base_dir" in raw:
         raise ConfigError("unknown key base_dir (it is set from the experiment file's location)")
+    evaluation = raw.get("evaluation")
+    if isinstance(evaluation, dict) and "dtype" in evaluation:
+        raise ConfigError("evaluation.dtype is now evaluation.generation.precision (auto, fp32, bf16, fp16)")
     raw["base_dir"] = str(base_dir)
     return build(ExperimentConfig, raw)
 

@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dialogtune.config import parse_yaml
 from dialogtune.data.records import Record
 from dialogtune.errors import DialogtuneError
 from dialogtune.experiments.config import ExperimentConfig, ModelEntry, resolve_config_path
 from dialogtune.io import write_json
+from dialogtune.methods import get_method
 from dialogtune.ownership import claim_output_dir, mark, remove_tree
 from dialogtune.report.collect import EXPERIMENT_MANIFEST
 
@@ -105,12 +105,13 @@ def training_config(entry: ModelEntry, experiment: ExperimentConfig, output_dir:
 
     Ours: the run is written to ``train/<name>/`` and uses the experiment's prompt.
     """
-    from dialogtune.training.config import TrainConfig, apply_overrides, build, load_config, resolve_paths
+    from dialogtune.config import apply_overrides
+    from dialogtune.training.config import build_config, load_config, resolve_paths
 
     overrides = [f"{key}={json.dumps(value)}" for key, value in entry.set.items()]
     overrides.append(f"output_dir={json.dumps(str(output_dir))}")
     if isinstance(entry.config, dict):
-        config = resolve_paths(build(TrainConfig, apply_overrides(dict(entry.config), overrides)))
+        config = resolve_paths(build_config(apply_overrides(entry.config, overrides)))
     else:
         config = load_config(resolve_config_path(entry, experiment.base_dir), overrides)
     config.prompt = experiment.evaluation.prompt
@@ -198,7 +199,7 @@ def _train_stage(
     stage = read_stage(stage_dir)
     finished = (stage_dir / "metadata.json").is_file()
     saved = (
-        _normalised(yaml.safe_load((stage_dir / "config.yaml").read_text()))
+        _normalised(parse_yaml((stage_dir / "config.yaml").read_text(encoding="utf-8")))
         if (stage_dir / "config.yaml").is_file()
         else None
     )
@@ -250,34 +251,15 @@ def _eval_stage(
     log: Log,
     progress: bool | None,
 ) -> StageOutcome:
-    from dialogtune.evaluation.run import EvaluationSpec, evaluate_to_dir
-    from dialogtune.models.loading import load_model
+    from dialogtune.experiments.evaluate import evaluate_to_dir
+    from dialogtune.models.inference import load_for_inference
 
-    ev = experiment.evaluation
+    spec = experiment.evaluation
     stage_dir = out / "eval" / name
-    spec = EvaluationSpec(
-        data=ev.data,
-        generation=ev.generation,
-        prompt=ev.prompt,
-        rouge=ev.rouge,
-        n_resamples=ev.n_resamples,
-        seed=ev.seed,
-    )
-    settings = _normalised(
-        {
-            "data": ev.data.to_dict(),
-            "generation": ev.generation.to_dict(),
-            "prompt": ev.prompt.to_dict(),
-            "rouge": ev.rouge.to_dict(),
-            "n_resamples": ev.n_resamples,
-            "seed": ev.seed,
-            "dtype": ev.dtype,
-            "device": ev.device,
-        }
-    )
+    settings = _normalised(spec.to_dict())
     key = stage_key({"weights": weights, "evaluation": settings, "data_fingerprint": fingerprint})
     stage = read_stage(stage_dir)
-    split = ev.data.split
+    split = spec.data.split
     complete = (stage_dir / "metrics" / f"{split}.json").is_file() and (
         stage_dir / "predictions" / f"{split}.jsonl"
     ).is_file()
@@ -291,7 +273,11 @@ def _eval_stage(
         f"[eval {name}] generating for {len(records)} dialogues with {model}"
         + (f" + adapter {adapter}" if adapter else "")
     )
-    loaded = load_model(model, dtype=ev.dtype, device=ev.device, adapter=adapter)
+    # The inference path of `dialogtune evaluate`: generation.precision, the adapter merged when its
+    # method allows, so a stage and the verb give the same numbers.
+    loaded = load_for_inference(
+        model, adapter=adapter, precision=spec.generation.precision, device=spec.device
+    )
     # The stage folder is the runner's own: an evaluation with other settings in it is replaced.
     metrics = evaluate_to_dir(loaded, records, spec, stage_dir, overwrite=True, progress=progress)
     del loaded
@@ -369,10 +355,8 @@ def run_experiment(
             if (warning := _check_leak(config, experiment)) is not None:
                 result.warnings.append(f"{entry.name}: {warning}")
                 log(f"warning: {entry.name}: {warning}")
-            if config.method == "lora":
-                model, adapter = config.model, str(outcome.path / "adapter")
-            else:
-                model = str(outcome.path / "model")
+            method = get_method(config.method)
+            model, adapter = method.inference_inputs(config.model, outcome.path / method.weights_folder)
             weights = {"train_key": outcome.key, "finished_ns": stage.get("finished_ns")}
         else:
             model = str(entry.model)

@@ -1,4 +1,4 @@
-"""LoRA adapters: attach (frozen or trainable), identify their base, merge.
+"""PEFT adapters (LoRA, DoRA, IA3, prompt tuning): attach (frozen or trainable), identify their base, merge.
 
 PEFT's adapter folder is the hand-off between train, evaluate and serve. We add a
 small ``dialogtune_base.json`` recording the base model's architecture, so that an
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from peft import PeftModel
 from transformers import PreTrainedModel
 
 from dialogtune.errors import ModelSpecError
-
-if TYPE_CHECKING:
-    from dialogtune.models.loading import LoadedModel
+from dialogtune.methods import method_of_model
+from dialogtune.models.loaded import LoadedModel, innermost
 
 BASE_FILE = "dialogtune_base.json"
 _SIGNATURE_KEYS = (
@@ -44,17 +43,13 @@ def write_base_info(adapter_dir: str | Path, loaded: LoadedModel) -> None:
     info = {
         "base_model": loaded.spec.raw,
         "random_weights": loaded.spec.is_random,
-        "signature": base_signature(_base_model(loaded.model)),
+        "signature": base_signature(innermost(loaded.model)),
     }
     Path(adapter_dir, BASE_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
-def _base_model(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
 def check_adapter(adapter_dir: str | Path, model: PreTrainedModel) -> dict[str, Any]:
-    """Validate that ``adapter_dir`` is a LoRA adapter made for ``model``; return its base info."""
+    """Validate that ``adapter_dir`` is a PEFT adapter made for ``model``; return its base info."""
     folder = Path(adapter_dir)
     if not folder.is_dir():
         raise ModelSpecError(f"adapter directory not found: {adapter_dir}")
@@ -67,7 +62,7 @@ def check_adapter(adapter_dir: str | Path, model: PreTrainedModel) -> dict[str, 
     info_path = folder / BASE_FILE
     info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
     expected = info.get("signature")
-    actual = base_signature(_base_model(model))
+    actual = base_signature(innermost(model))
     if expected is not None and expected != actual:
         raise ModelSpecError(
             f"adapter {adapter_dir} was trained for base '{info.get('base_model')}' "
@@ -80,7 +75,7 @@ def check_adapter(adapter_dir: str | Path, model: PreTrainedModel) -> dict[str, 
 def attach_adapter(
     loaded: LoadedModel, adapter_dir: str | Path, *, trainable: bool = False, name: str = "default"
 ) -> None:
-    """Load a LoRA adapter onto ``loaded.model`` (frozen unless ``trainable``), in place."""
+    """Load a PEFT adapter onto ``loaded.model`` (frozen unless ``trainable``), in place."""
     check_adapter(adapter_dir, loaded.model)
     try:
         if isinstance(loaded.model, PeftModel):
@@ -93,14 +88,37 @@ def attach_adapter(
         raise ModelSpecError(
             f"adapter {adapter_dir} does not fit this base model: {str(exc).splitlines()[0][:200]}"
         ) from exc
+    if not trainable:
+        # PEFT freezes LoRA-style layers of a frozen adapter, but leaves a prompt encoder's
+        # embeddings trainable; a model for inference trains nothing.
+        loaded.model.requires_grad_(False)
+    method = method_of_model(loaded.model)
+    if method is not None:
+        loaded.model = method.prepare_model(loaded.model)
     loaded.adapter = str(adapter_dir)
     loaded.model.eval()
 
 
 def merge_adapter(loaded: LoadedModel) -> PreTrainedModel:
-    """Fold the LoRA update into the base weights (W + BA·alpha/r) and drop PEFT."""
+    """Fold the adapter into the base weights (LoRA: W + BA·alpha/r) and drop PEFT.
+
+    Only methods that change weights can be folded; the method object says which
+    (prompt tuning adds virtual tokens instead, so it has nothing to fold).
+    """
     if not isinstance(loaded.model, PeftModel):
         raise ModelSpecError("no adapter loaded: nothing to merge")
+    method = method_of_model(loaded.model)
+    if method is None or not method.mergeable:
+        name = method.name if method is not None else "this kind of"
+        raise ModelSpecError(
+            f"{name} adapters cannot be merged into the base weights ({_why_not(method)}); "
+            "use the base model with --adapter instead"
+        )
     merged = loaded.model.merge_and_unload()
     loaded.model = merged
+    loaded.adapter_merged = True
     return merged
+
+
+def _why_not(method: Any) -> str:
+    return getattr(method, "not_mergeable_because", None) or "PEFT cannot merge it"

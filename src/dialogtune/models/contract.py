@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from dialogtune.config import parse_yaml
 from dialogtune.errors import ModelSpecError
 from dialogtune.prompts import PromptTemplate
 
@@ -77,7 +78,7 @@ def _legacy(folder: Path) -> InferenceContract | None:
     if folder.name not in ("adapter", "model") or not config_path.is_file():
         return None
     try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        config = parse_yaml(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     if not isinstance(config, dict) or "method" not in config:

@@ -17,7 +17,8 @@ from peft import PeftModel
 
 from dialogtune.errors import ModelSpecError
 from dialogtune.models.adapters import attach_adapter
-from dialogtune.models.loading import LoadedModel, choose_device, load_model
+from dialogtune.models.loaded import LoadedModel
+from dialogtune.models.loading import choose_device, load_model
 from dialogtune.models.precision import DTYPES, resolve_precision
 from dialogtune.models.specs import resolve_spec
 
@@ -45,7 +46,7 @@ def load_for_inference(
     base = load_model(resolve_spec(model), dtype="fp32", device=str(target))
     resolved = resolve_precision(precision, device=target, model_type=base.model.config.model_type)
     attach_adapter(base, adapter, trainable=False)  # onto the fp32 weights: the merge rounds once
-    if mergeable(base):
+    if mergeable(base.model):
         base.model = base.model.merge_and_unload()
         base.model.eval()
         base.adapter_merged = True
@@ -55,11 +56,14 @@ def load_for_inference(
 
 
 def mergeable(model: object) -> bool:
-    """Whether PEFT can fold this model's adapter into the base weights."""
+    """Whether this model's adapter can be folded into the base weights: its method says
+    (:mod:`dialogtune.methods`; LoRA, DoRA and IA3 can, prompt tuning cannot)."""
+    from dialogtune.methods import method_of_model
+
     if not isinstance(model, PeftModel):
         return False
-    config = model.peft_config[model.active_adapter]
-    return not getattr(config, "is_prompt_learning", False) and hasattr(model, "merge_and_unload")
+    method = method_of_model(model)
+    return method is not None and method.mergeable
 
 
 def _cast(loaded: LoadedModel, precision: str) -> LoadedModel:

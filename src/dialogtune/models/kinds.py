@@ -1,7 +1,8 @@
 """The one place where seq2seq (T5, BART) and causal (Llama, SmolLM, Qwen) models differ.
 
 Everything else in dialogtune calls these methods and never branches on the model
-type: prompt formatting, truncation, padding side, label masking and decoding.
+type: the transformers class that loads the model, PEFT's task type, prompt formatting,
+truncation, padding side, label masking, where the loss may skip positions and decoding.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ IGNORE_INDEX = -100  # labels with this value contribute no loss (PyTorch/transf
 class ModelKind(Protocol):
     name: str
     padding_side: str
+    peft_task_type: str  # PEFT's TaskType value: how an adapter wraps the model
+    appends_eos: bool  # the tokenizer ends every encoded input with EOS (T5's does)
+    selective_loss: bool  # logits may be computed only at the learned positions (decoder-only)
+
+    def auto_model_class(self) -> Any: ...
 
     def format_prompt(
         self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate
@@ -66,6 +72,15 @@ class Seq2SeqKind:
     name: str = "seq2seq"
     # Encoder inputs can be padded on either side; right is what T5/BART were trained with.
     padding_side: str = "right"
+    peft_task_type: str = "SEQ_2_SEQ_LM"
+    appends_eos: bool = True
+    # The decoder runs on the summary tokens only: there are no prompt positions to skip.
+    selective_loss: bool = False
+
+    def auto_model_class(self) -> Any:
+        from transformers import AutoModelForSeq2SeqLM
+
+        return AutoModelForSeq2SeqLM
 
     def format_prompt(
         self, tokenizer: PreTrainedTokenizerBase, dialogue: str, template: PromptTemplate
@@ -103,6 +118,15 @@ class CausalKind:
     # Left padding so every row's last prompt token sits at the same position when
     # generation starts; right padding would make the model continue after pads.
     padding_side: str = "left"
+    peft_task_type: str = "CAUSAL_LM"
+    appends_eos: bool = False
+    # Prompt and summary share one sequence; only summary positions need logits.
+    selective_loss: bool = True
+
+    def auto_model_class(self) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
 
     def _use_chat(self, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate) -> bool:
         has_chat = bool(getattr(tokenizer, "chat_template", None))

@@ -1,5 +1,8 @@
 """Model specs → a loaded model + tokenizer, on the right device and dtype.
 
+:class:`~dialogtune.models.loaded.LoadedModel` lives in its own module; it is importable from
+here too, where callers have always found it.
+
 Safety defaults: ``trust_remote_code=False`` always, and only safetensors or GGUF
 weights (``use_safetensors=True``): a pickled ``pytorch_model.bin`` is refused.
 """
@@ -9,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -26,54 +27,14 @@ from transformers import (
 from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.hub import go_offline_if_unreachable, hub_host
 from dialogtune.io import atomic_dir
-from dialogtune.models.kinds import ModelKind, kind_for_config
+from dialogtune.models.adapters import attach_adapter
+from dialogtune.models.kinds import kind_for_config
+from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.precision import DTYPES, resolve_precision
 from dialogtune.models.random_configs import RANDOM_CONFIGS, build_config, byte_tokenizer
 from dialogtune.models.specs import ModelSpec, resolve_spec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for generation or training, with what everyone needs to know about it."""
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    kind: ModelKind
-    spec: ModelSpec
-    adapter: str | None = None
-    seed: int = 0  # the initialisation seed of random: specs (part of their identity)
-    adapter_merged: bool = False  # the adapter folded into a private copy of the base weights
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def precision(self) -> str:
-        """The number format the weights compute in: fp32, bf16 or fp16."""
-        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
-            self.model.dtype, str(self.model.dtype)
-        )
-
-    @property
-    def random_init(self) -> bool:
-        return self.spec.is_random
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.spec.raw,
-            "source": self.spec.source,
-            "random_weights": self.spec.is_random,
-            "kind": self.kind.name,
-            "model_type": self.model.config.model_type,
-            "adapter": self.adapter,
-            "adapter_merged": self.adapter_merged,
-            "precision": self.precision,
-            "dtype": str(self.model.dtype).replace("torch.", ""),
-            "device": str(self.device),
-        }
 
 
 def cache_dir() -> Path:
@@ -103,7 +64,7 @@ def choose_dtype(dtype: str, device: torch.device, model_type: str) -> torch.dty
 
 
 def _auto_class(config: Any) -> Any:
-    return AutoModelForSeq2SeqLM if kind_for_config(config).name == "seq2seq" else AutoModelForCausalLM
+    return kind_for_config(config).auto_model_class()
 
 
 def untie_lm_head(model: PreTrainedModel) -> None:
@@ -137,7 +98,7 @@ def _build_random(
     else:
         model = _auto_class(config).from_config(config)
     untie_lm_head(model)
-    tokenizer = byte_tokenizer(append_eos=kind_for_config(config).name == "seq2seq")
+    tokenizer = byte_tokenizer(append_eos=kind_for_config(config).appends_eos)
     return model, tokenizer
 
 
@@ -237,8 +198,6 @@ def load_model(
     model.eval()
     loaded = LoadedModel(model=model, tokenizer=tokenizer, kind=kind, spec=spec, seed=seed)
     if adapter is not None:
-        from dialogtune.models.adapters import attach_adapter
-
         attach_adapter(loaded, adapter, trainable=False)
     return loaded
 
@@ -274,8 +233,12 @@ def load_tokenizer(spec: str | ModelSpec) -> PreTrainedTokenizerBase:
     """Only the tokenizer (for ``data inspect``); builds/loads the model only when needed."""
     spec = resolve_spec(spec) if isinstance(spec, str) else spec
     if spec.source == "random":
-        config_kind = RANDOM_CONFIGS.get(spec.location, {}).get("kind", "llama")
-        return byte_tokenizer(append_eos=config_kind == "t5")
+        config = (
+            build_config(spec.location)
+            if spec.location in RANDOM_CONFIGS
+            else AutoConfig.from_pretrained(spec.location, trust_remote_code=False)
+        )
+        return byte_tokenizer(append_eos=kind_for_config(config).appends_eos)
     if spec.source == "embedded" and (_embedded_cache_path(spec) / "config.json").is_file():
         return AutoTokenizer.from_pretrained(str(_embedded_cache_path(spec)))
     if spec.source in ("gguf", "embedded"):

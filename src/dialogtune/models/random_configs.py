@@ -7,10 +7,13 @@ is downloaded. Every output made from them says that the weights are random.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import LlamaConfig, PretrainedConfig, PreTrainedTokenizerFast, T5Config
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast
+
+# The builders import transformers/tokenizers when called: model specs (and with them config
+# validation) read the names below without loading torch.
 
 # 3 special tokens + the 256 byte symbols of the byte-level alphabet.
 BYTE_VOCAB_SIZE = 259
@@ -88,6 +91,8 @@ RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
 
 def build_config(name: str) -> PretrainedConfig:
     """Build the transformers config for a built-in random architecture."""
+    from transformers import LlamaConfig, T5Config
+
     params = dict(RANDOM_CONFIGS[name])
     kind = params.pop("kind")
     if kind == "t5":
@@ -101,6 +106,9 @@ def byte_tokenizer(*, append_eos: bool) -> PreTrainedTokenizerFast:
     Seq2seq models expect ``</s>`` appended to every encoded text (as T5's tokenizer
     does); causal prompts must not end with it, so ``append_eos`` picks the behaviour.
     """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
     specials = ["<pad>", "</s>", "<unk>"]
     vocab = {token: index for index, token in enumerate(specials)}
     for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):

@@ -20,7 +20,7 @@ from dialogtune.errors import ConfigError, DataError
 from dialogtune.io import atomic_open, write_json, write_text
 from dialogtune.ownership import claim_output_dir, mark
 from dialogtune.report import faithfulness as faith
-from dialogtune.report import plots
+from dialogtune.report import pareto, plots
 from dialogtune.report.collect import RunSummary, lookup
 from dialogtune.report.document import Document, Image, Paragraph, Preformatted, Section, Table
 from dialogtune.report.examples import common_ids, example_blocks
@@ -31,7 +31,7 @@ from dialogtune.report.tables import (
     compare,
     comparison_table,
     cost_table,
-    lora_full_pairs,
+    method_full_pairs,
     quantitative_tables,
     rouge_types_of,
 )
@@ -134,20 +134,51 @@ def _comparisons(
         blocks.append(
             Paragraph("Only one model (or no shared dialogues): nothing to compare against the baseline.")
         )
-    pairs = lora_full_pairs(runs)
-    vs_full = [c for full, lora in pairs for c in compare(full, lora, types, opts.n_resamples, opts.seed)]
+    pairs = method_full_pairs(runs)
+    vs_full = [c for full, run in pairs for c in compare(full, run, types, opts.n_resamples, opts.seed)]
     if vs_full:
         blocks.append(
-            comparison_table(vs_full, "LoRA vs full fine-tuning (positive: LoRA better)", opts.n_resamples)
+            comparison_table(
+                vs_full,
+                "Each parameter-efficient method vs full fine-tuning (positive: the method better)",
+                opts.n_resamples,
+            )
         )
     else:
         blocks.append(
             Paragraph(
-                "LoRA vs full fine-tuning: no pair of a LoRA run and a full fine-tuning run "
-                "of the same base model among these runs."
+                "Parameter-efficient methods vs full fine-tuning: no pair of an adapter run (LoRA, DoRA, "
+                "IA3, prompt tuning) and a full fine-tuning run of the same base model among these runs."
             )
         )
     return Section("Improvement", "improvement", blocks), vs_base + vs_full
+
+
+def _pareto(points: Sequence[pareto.ParetoPoint], metric: str) -> list[Section]:
+    """The quality-vs-cost section, when at least two fine-tuned models can be compared."""
+    if sum(1 for p in points if not p.zero_shot) < 2:
+        return []
+    optimal = [p.name for p in points if not p.dominated_by]
+    return [
+        Section(
+            "Quality against cost",
+            "pareto",
+            [
+                Paragraph(
+                    f"Pareto-optimal over all four costs ({pareto.label(metric)} mean): {', '.join(optimal)}. "
+                    "Every other model is matched or beaten by one of these at no more cost."
+                ),
+                pareto.pareto_table(points, metric),
+                Image(
+                    "pareto.png",
+                    plots.pareto_png(points, metric),
+                    f"{pareto.label(metric)} against the cost of fine-tuning",
+                    "One panel per cost (log scale). Filled: no other model scores at least as well for "
+                    "less of that cost; hollow: dominated; the line joins the frontier. Dashed: zero-shot.",
+                ),
+            ],
+        )
+    ]
 
 
 def _faithfulness(runs: Sequence[RunSummary]) -> Section:
@@ -265,6 +296,7 @@ def build_document(
     if not common_ids(runs):
         raise DataError("the runs share no dialogue ids: nothing can be compared side by side")
     comparisons_section, comparisons = _comparisons(runs, baseline, opts)
+    points = pareto.pareto_points(runs, opts.plot_metric)
     review: list[Section] = []
     review_numbers = None
     if opts.review is not None:
@@ -281,6 +313,7 @@ def build_document(
         Section("Quantitative results", "quantitative", list(quantitative_tables(runs))),
         comparisons_section,
         Section("Cost", "cost", [cost_table(runs)]),
+        *_pareto(points, opts.plot_metric),
         Section(
             "Plots",
             "plots",
@@ -327,6 +360,7 @@ def build_document(
             for r in runs
         ],
         "comparisons": [dataclasses.asdict(c) for c in comparisons],
+        "pareto": {"metric": opts.plot_metric, "points": pareto.to_json(points)},
     }
     if review_numbers is not None:
         numbers["review"] = review_numbers

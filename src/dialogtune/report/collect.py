@@ -20,8 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dialogtune.config import parse_yaml
 from dialogtune.errors import DataError
 
 EXPERIMENT_MANIFEST = "experiment.json"
@@ -51,7 +50,7 @@ def same_example(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    loaded = parse_yaml(path.read_text(encoding="utf-8"))
     return loaded if isinstance(loaded, dict) else {}
 
 
@@ -90,6 +89,13 @@ class TrainingInfo:
     def weights_size_bytes(self) -> int | None:
         return dir_size_bytes(self.weights_dir) if self.weights_dir and self.weights_dir.is_dir() else None
 
+    @property
+    def weights_file_bytes(self) -> int | None:
+        """The trained weights alone (the folder's safetensors), without tokenizer and config files."""
+        if not self.weights_dir or not self.weights_dir.is_dir():
+            return None
+        return sum(f.stat().st_size for f in self.weights_dir.glob("*.safetensors") if f.is_file())
+
     def get(self, *paths: str) -> Any:
         return lookup(self.metadata, *paths)
 
@@ -115,10 +121,17 @@ class RunSummary:
 
     @property
     def method(self) -> str:
-        """``zero-shot`` (nothing trained), ``lora`` or ``full``."""
+        """``zero-shot`` (nothing trained) or the fine-tuning method (``full``, ``lora``, ``ia3``, ...)."""
         if self.training is not None and self.training.method:
             return str(self.training.method)
-        return "lora" if self.config.get("adapter") else "zero-shot"
+        adapter = self.config.get("adapter")
+        if not adapter:
+            return "zero-shot"
+        from dialogtune.methods import method_of_adapter  # an adapter evaluated without its training run
+
+        found = _resolve(str(adapter), self.path)
+        method = method_of_adapter(found) if found is not None else None
+        return method.name if method is not None else "adapter"
 
     @property
     def random_weights(self) -> bool:

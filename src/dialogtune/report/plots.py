@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,6 +19,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from dialogtune.report.collect import RunSummary  # noqa: E402
 from dialogtune.report.tables import label, rouge_types_of  # noqa: E402
+
+if TYPE_CHECKING:
+    from dialogtune.report.pareto import ParetoPoint
 
 _DPI = 110
 
@@ -120,4 +124,56 @@ def quality_vs_params_png(runs: Sequence[RunSummary], metric: str = "rouge1") ->
     ax.set_title(f"{label(metric)} vs trainable parameters")
     _legend_below(ax, len(runs))
     ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def pareto_png(points: Sequence[ParetoPoint], metric: str = "rouge1") -> bytes:
+    """Quality against each cost of fine-tuning (one panel per cost, log scale).
+
+    Filled points: on that cost's frontier (no other model scores at least as well for less);
+    hollow: dominated. The frontier is joined by a line. Zero-shot models cost nothing: a dashed
+    line at their score (and a band for its CI), the bar every fine-tuned point has to clear.
+    """
+    from dialogtune.report.pareto import AXES, frontier
+
+    fig, grid = plt.subplots(2, 2, figsize=(11.0, 7.5))
+    tops = [1.0] + [100 * p.ci_high for p in points]
+    for ax, (key, axis_label, _) in zip(grid.flat, AXES):
+        placed = False
+        for k, p in enumerate(points):
+            mean, low, high = 100 * p.quality, 100 * (p.quality - p.ci_low), 100 * (p.ci_high - p.quality)
+            cost = p.costs.get(key)
+            if cost is None:
+                continue
+            if cost <= 0:
+                ax.axhline(mean, linestyle="--", linewidth=1.2, color=_color(k), label=p.name)
+                ax.axhspan(mean - low, mean + high, alpha=0.12, color=_color(k))
+                continue
+            dominated = bool(p.dominated_on.get(key))
+            ax.errorbar(
+                [cost],
+                [mean],
+                yerr=[[max(low, 0.0)], [max(high, 0.0)]],
+                fmt="o",
+                capsize=3,
+                color=_color(k),
+                markerfacecolor="white" if dominated else _color(k),
+                label=p.name + (" (dominated)" if dominated else ""),
+            )
+            ax.annotate(p.name, (cost, mean), textcoords="offset points", xytext=(5, 5), fontsize=7)
+            placed = True
+        line = [p for p in frontier(points, key) if (p.costs.get(key) or 0) > 0]
+        if len(line) > 1:
+            ax.plot([p.costs[key] for p in line], [100 * p.quality for p in line], color="0.4", linewidth=1)
+        if placed:
+            ax.set_xscale("log")
+            ax.margins(x=0.2)
+        ax.set_xlabel(axis_label + (" (log scale)" if placed else ""))
+        ax.set_ylabel(f"{label(metric)} x100 (95% CI)")
+        ax.set_ylim(0, max(tops) * 1.2)
+        ax.grid(alpha=0.3)
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    fig.suptitle(f"{label(metric)} against the cost of fine-tuning (hollow: dominated on that cost)")
+    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
     return _png(fig)

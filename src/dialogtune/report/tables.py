@@ -166,14 +166,24 @@ def compare(
     return out
 
 
-def lora_full_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, RunSummary]]:
-    """``(full, lora)`` pairs on the same base model (or any full run when bases are unknown)."""
-    fulls = [r for r in runs if r.method == "full"]
+def method_full_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, RunSummary]]:
+    """``(full, other)`` pairs: every run of a method that freezes the base (LoRA, DoRA, IA3,
+    prompt tuning, ...) against the full fine-tuning runs of the same base model (or the one full
+    run when bases are unknown)."""
+    from dialogtune.methods import find_method
+
+    fulls = [r for r in runs if (m := find_method(r.method)) is not None and m.trains_base]
     pairs = []
-    for lora in (r for r in runs if r.method == "lora"):
-        same_base = [f for f in fulls if f.model == lora.model] or (fulls if len(fulls) == 1 else [])
-        pairs.extend((full, lora) for full in same_base)
+    for run in runs:
+        method = find_method(run.method)
+        if method is None or method.trains_base:
+            continue
+        same_base = [f for f in fulls if f.model == run.model] or (fulls if len(fulls) == 1 else [])
+        pairs.extend((full, run) for full in same_base)
     return pairs
+
+
+lora_full_pairs = method_full_pairs  # the earlier name
 
 
 def comparison_table(comparisons: Sequence[Comparison], title: str, n_resamples: int) -> Table:

@@ -17,6 +17,7 @@ from dialogtune.training.config import (
     TrainingSettings,
     apply_overrides,
     build,
+    build_config,
     load_config,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "TrainingSettings",
     "apply_overrides",
     "build",
+    "build_config",
     "load_config",
     "train",
 ]

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from dialogtune.io import atomic_dir
-from dialogtune.models.adapters import write_base_info
-from dialogtune.models.contract import InferenceContract, write_contract
-from dialogtune.models.loading import LoadedModel
+from dialogtune.methods import Method
+from dialogtune.models.contract import InferenceContract
+from dialogtune.models.loaded import LoadedModel
 
 CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"checkpoint-(\d+)$")
@@ -59,22 +59,20 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 
 def save_weights(
     loaded: LoadedModel,
-    target: Path,
+    run_dir: Path,
+    method: Method,
     *,
-    adapter: bool,
     contract: InferenceContract,
     state_dict: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``adapter/`` (PEFT adapter + tokenizer + base info) or ``model/`` (full model +
-    tokenizer), each with the inference contract (how the model was prompted in training).
+    """Write the method's weights folder in ``run_dir`` (``adapter/``: PEFT adapter + tokenizer + base
+    info; ``model/``: full model + tokenizer), each with the inference contract (how the model was
+    prompted in training). Returns the folder.
 
     ``state_dict``: the full weights gathered from all processes (FSDP, DeepSpeed ZeRO-3
-    shard them; ``accelerator.get_state_dict`` collects them on the main process).
+    shard them; ``accelerate.get_state_dict`` collects them on the main process).
     """
+    target = run_dir / method.weights_folder
     with atomic_dir(target) as tmp:
-        loaded.model.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(str(tmp))
-        write_contract(tmp, contract)
-        if adapter:
-            write_base_info(tmp, loaded)
+        method.save(loaded, tmp, contract=contract, state_dict=state_dict)
     return target

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import torch
 
 from dialogtune.errors import ConfigError
-from dialogtune.training.loss import innermost
+from dialogtune.models.loaded import innermost
 
 
 def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -2,30 +2,46 @@
 
 One :class:`TrainConfig` says everything that determines a run; its resolved form is saved
 as ``config.yaml`` in the run directory. Every section validates itself in
-``__post_init__``; :func:`build` turns a YAML mapping into the dataclasses, naming the
-key at fault (``training.lerning_rate``) in a one-line :class:`ConfigError`.
+``__post_init__``; the config layer (:mod:`dialogtune.config`: YAML 1.2, ``--set``, the builder)
+turns a YAML mapping into the dataclasses, naming the key at fault (``training.lerning_rate``)
+in a one-line :class:`ConfigError`.
+
+The method's settings are the section named after it (``lora:``, ``dora:``, ``ia3:``,
+``prompt_tuning:``), read by the method's own settings class (:mod:`dialogtune.methods`).
+Sections of other methods may be present (validated, unused); the resolved config keeps the
+active method's section only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import re
-import types
-import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dialogtune.config import apply_overrides, apply_set, build, parse_yaml, read_yaml_file
 from dialogtune.data.config import DEFAULT_SOURCE, DataConfig
 from dialogtune.errors import ConfigError
-from dialogtune.generation import GenerationSettings
-from dialogtune.models.lora import LoraSettings
+from dialogtune.generation.settings import GenerationSettings
+from dialogtune.methods import default_settings, get_method, method_names, settings_section
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
+
+__all__ = [  # the config layer's functions are reachable from here too
+    "EvalSettings",
+    "SplitSelection",
+    "TrainConfig",
+    "TrainData",
+    "TrainingSettings",
+    "apply_overrides",
+    "apply_set",
+    "build",
+    "build_config",
+    "load_config",
+    "parse_yaml",
+    "resolve_paths",
+]
 
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 SCHEDULERS = (
@@ -139,8 +155,8 @@ class TrainingSettings:
     frozen_weights: str = field(
         default="auto",
         metadata={
-            "help": "LoRA's frozen Linear weights: auto (bf16 when training in bf16: same matmuls, less memory), "
-            "fp32, bf16"
+            "help": "a PEFT method's frozen Linear weights: auto (bf16 when training in bf16 and the method's "
+            "results stay the same: LoRA, IA3, prompt tuning), fp32, bf16"
         },
     )
     gradient_checkpointing: bool = field(
@@ -264,19 +280,29 @@ class TrainConfig:
     """A whole training run (``dialogtune train CONFIG.yaml``)."""
 
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "model spec (see DESIGN.md)"})
-    method: str = field(default="lora", metadata={"help": "full or lora"})
+    method: str = field(
+        default="lora", metadata={"help": "full, lora, dora, ia3, prompt_tuning (dialogtune.methods)"}
+    )
     output_dir: str = "runs/train"
     seed: int = 42
     device: str = "auto"
     data: TrainData = field(default_factory=TrainData)
     prompt: PromptTemplate = field(default_factory=PromptTemplate)
     training: TrainingSettings = field(default_factory=TrainingSettings)
-    lora: LoraSettings = field(default_factory=LoraSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    sections: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "methods' settings by method name: the YAML sections lora:, ia3:, ..."},
+    )
 
     def __post_init__(self) -> None:
-        if self.method not in ("full", "lora"):
-            raise ConfigError(f"method must be full or lora, got '{self.method}'")
+        method = get_method(self.method)  # one line naming the known methods
+        for name, settings in self.sections.items():
+            expected = settings_section(name)
+            if expected is None or not isinstance(settings, expected):
+                raise ConfigError(f"{name}: not the settings of a method ({', '.join(method_names())})")
+        if method.settings_cls is not None:
+            self.sections.setdefault(method.name, default_settings(method))
         if not self.model.strip():
             raise ConfigError("model must be a non-empty model spec")
         if not str(self.output_dir).strip():
@@ -301,68 +327,41 @@ class TrainConfig:
                 "training.save_steps must be a multiple of eval.steps when eval.load_best is true"
             )
 
+    def __getattr__(self, name: str) -> Any:
+        # config.lora, config.ia3, ...: a method's settings section (its defaults when not given).
+        section = settings_section(name) if not name.startswith("_") else None
+        if section is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.__dict__.get("sections", {}).get(name) or section()
+
+    @property
+    def method_settings(self) -> Any:
+        """The active method's settings (``None`` for a method without settings, e.g. full)."""
+        return self.sections.get(self.method)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The resolved config: every section, and the active method's settings under its name."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sections"}
+        result: dict[str, Any] = {}
+        for key, value in values.items():
+            result[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            if key == "training" and self.method_settings is not None:
+                result[self.method] = dataclasses.asdict(self.method_settings)
+        return result
 
 
-# ---- YAML + --set → dataclasses -------------------------------------------------------------
+# ---- YAML + --set → dataclasses (the config layer, dialogtune.config) -----------------------------
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML with YAML 1.2 booleans: only true/false. PyYAML's 1.1 rules read ``strategy: no``
-    (transformers' spelling) as ``False``; here it stays the string "no"."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+def build_config(raw: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from a mapping (a YAML file's contents after ``--set``)."""
+    return build(TrainConfig, raw, sections=settings_section)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (or start from defaults when ``path`` is None), apply ``--set`` overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = parse_yaml(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys")
-        raw = loaded or {}
-    config = build(TrainConfig, apply_overrides(raw, overrides or []))
-    return resolve_paths(config)
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=c`` strings to a nested mapping; values are parsed as YAML (``1e-3``, ``[q,v]``, ``null``)."""
-    raw = dict(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got '{item}'")
-        try:
-            value = parse_yaml(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
-        parts = key.strip().split(".")
-        node = raw
-        for part in parts[:-1]:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, dict) else {}
-            node = node[part]
-        node[parts[-1]] = value
-    return raw
+    raw = read_yaml_file(path) if path is not None else {}
+    return resolve_paths(build_config(apply_overrides(raw, overrides or [])))
 
 
 def resolve_paths(config: TrainConfig) -> TrainConfig:
@@ -373,83 +372,3 @@ def resolve_paths(config: TrainConfig) -> TrainConfig:
         config.model = str(Path(config.model).expanduser().resolve())
     config.output_dir = str(Path(config.output_dir).expanduser().resolve())
     return config
-
-
-def build(cls: type, values: Any, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys and value types on the way."""
-    where = prefix.rstrip(".") or "config"
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f" (known: {', '.join(known)})"
-            raise ConfigError(f"unknown key {prefix}{key}{hint}")
-        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        # Sections reused from other blocks name their keys by their own short name
-        # ("generation.top_p"); say where they sit in this config ("eval.generation.top_p").
-        message, short = str(exc), prefix.rstrip(".").rsplit(".", 1)[-1] + "."
-        if prefix and short != prefix and message.startswith(short):
-            message = prefix + message[len(short) :]
-        raise ConfigError(message) from exc
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, prefix=f"{key}.")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        (item,) = typing.get_args(hint) or (Any,)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        # YAML 1.1 reads "1e-3" (no dot) as a string: accept any text float() understands.
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return number
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _describe(hint: Any) -> str:
-    names = [getattr(a, "__name__", str(a)) for a in typing.get_args(hint) if a is not type(None)]
-    return " or ".join(names) + (" or null" if type(None) in typing.get_args(hint) else "")

@@ -10,7 +10,8 @@ lm_head matmul and the logits memory by ~8x, and compute the same cross-entropy 
 
 The forward still goes through the outermost wrapper (DDP, PEFT), so gradient sync and
 LoRA layers work unchanged. Models whose ``forward`` has no ``logits_to_keep`` (seq2seq:
-their decoder only runs on the label positions anyway) keep their own loss.
+their decoder only runs on the label positions anyway) keep their own loss, and so do methods
+that prepend virtual tokens (prompt tuning: the learned positions move; the recipe asks the method).
 """
 
 from __future__ import annotations
@@ -21,21 +22,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dialogtune.models.kinds import IGNORE_INDEX
-
-
-def innermost(model: torch.nn.Module) -> torch.nn.Module:
-    """Unwrap DDP/FSDP (``.module``) and PEFT (``get_base_model``) to the transformers model."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+from dialogtune.models.kinds import IGNORE_INDEX, kind_for_config
+from dialogtune.models.loaded import innermost
 
 
 def supports_selective_loss(model: torch.nn.Module) -> bool:
     """True for models that can return logits at chosen positions only (decoder-only LMs)."""
     base = innermost(model)
-    if getattr(getattr(base, "config", None), "is_encoder_decoder", False):
+    if not kind_for_config(base.config).selective_loss:
         return False
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 

@@ -1,4 +1,4 @@
-"""Training precision: which autocast, and how LoRA's frozen weights are stored.
+"""Training precision: which autocast, and how a PEFT method's frozen weights are stored.
 
 Mixed precision here is bf16 *autocast* over fp32 master weights (transformers' ``bf16=True``).
 Under autocast every ``nn.Linear`` rounds its fp32 weight to bf16 for the matmul. For LoRA
@@ -28,16 +28,23 @@ def resolve_precision(setting: str, model_type: str, use_cuda: bool) -> str:
 
 
 def resolve_frozen_weights(setting: str, *, method: str, precision: str, sharded: bool) -> str:
-    """The storage dtype of LoRA's frozen Linear weights: ``fp32`` or ``bf16``.
+    """The storage dtype of a PEFT method's frozen Linear weights: ``fp32`` or ``bf16``.
 
-    ``auto`` is bf16 for LoRA trained in bf16 without FSDP/DeepSpeed (which flatten
-    parameters into buffers of one dtype), fp32 otherwise.
+    ``auto`` is bf16 for methods whose results this leaves unchanged (the method object says:
+    LoRA, IA3, prompt tuning) trained in bf16 without FSDP/DeepSpeed (which flatten parameters
+    into buffers of one dtype), fp32 otherwise.
     """
+    from dialogtune.methods import get_method
+
+    chosen = get_method(method)
     if setting == "auto":
-        return "bf16" if method == "lora" and precision == "bf16" and not sharded else "fp32"
+        exact = chosen.exact_bf16_base and not chosen.trains_base
+        return "bf16" if exact and precision == "bf16" and not sharded else "fp32"
     if setting == "bf16":
-        if method != "lora":
-            raise ConfigError("training.frozen_weights=bf16 is for LoRA (full fine-tuning freezes nothing)")
+        if chosen.trains_base:
+            raise ConfigError(
+                f"training.frozen_weights=bf16 is for methods that freeze the base ({method} trains every weight)"
+            )
         if precision != "bf16":
             raise ConfigError(
                 f"training.frozen_weights=bf16 needs bf16 training, but precision is {precision}"

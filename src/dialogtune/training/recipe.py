@@ -1,17 +1,19 @@
-"""The training recipe: full fine-tuning or LoRA, for seq2seq and causal models.
+"""The training recipe: any method (full, LoRA, DoRA, IA3, prompt tuning), seq2seq or causal.
 
 Reads top to bottom: set up the run directory, model, data and Trainer → train → save the
 weights atomically → write metadata. The model kind (seq2seq/causal) only shows through
-:mod:`dialogtune.models.kinds` (prompts, masking, padding side); full and LoRA differ in
-two places (wrapping with PEFT, and saving ``adapter/`` instead of ``model/``).
+:mod:`dialogtune.models.kinds` (prompts, masking, padding side); the method only through its
+object (:mod:`dialogtune.methods`): how it wraps the model, how it counts and stores the trained
+parameters, whether the base may be stored in bf16 and whether the selective loss applies.
 
 Run directory (DESIGN.md)::
 
     config.yaml      resolved config
     metadata.json    versions, git commit, data fingerprints, wall time, peak memory,
                      trainable parameters, examples/s and tokens/s, best checkpoint
-    adapter/         LoRA: adapter safetensors + tokenizer + dialogtune_base.json
+    adapter/         PEFT methods: adapter safetensors + tokenizer + dialogtune_base.json
     model/           full: model safetensors + tokenizer
+                     (both with dialogtune_inference.json: how to prompt the result)
     logs/            TensorBoard events + history.json (every logged loss and metric)
     checkpoints/     while training (kept only with training.keep_checkpoints)
 """
@@ -32,10 +34,10 @@ from dialogtune.data.records import Record
 from dialogtune.data.sources import data_fingerprint, load_records
 from dialogtune.errors import ConfigError
 from dialogtune.io import write_json
+from dialogtune.methods import get_method
 from dialogtune.models.contract import InferenceContract
 from dialogtune.models.loading import LoadedModel, load_model
-from dialogtune.models.lora import apply_lora
-from dialogtune.models.params import count_parameters, format_parameters
+from dialogtune.models.params import format_parameters
 from dialogtune.ownership import (
     check_output_path,
     is_empty_dir,
@@ -96,10 +98,10 @@ def train(
     precision = resolve_precision(
         config.training.precision, loaded.model.config.model_type, _use_cuda(config)
     )
-    set_seed(config.seed)  # LoRA's initial A matrices come from the global RNG
-    if config.method == "lora":
-        loaded.model = apply_lora(loaded.model, config.lora)
-    parameters = count_parameters(loaded.model)
+    method = get_method(config.method)
+    set_seed(config.seed)  # adapters' initial weights (LoRA's A matrices) come from the global RNG
+    loaded.model = method.apply(loaded.model, config.method_settings, loaded.kind, tokenizer=loaded.tokenizer)
+    parameters = method.count_parameters(loaded.model)
     frozen = store_frozen_weights(
         loaded.model,
         config.training.frozen_weights,
@@ -133,7 +135,12 @@ def train(
     if main:
         _prepare_run_dir(run_dir, config, overwrite=overwrite)
         print(format_parameters(parameters))
-    selective = config.training.selective_loss and supports_selective_loss(loaded.model)
+    # Virtual tokens (prompt tuning) move the learned positions the selective loss picks.
+    selective = (
+        config.training.selective_loss
+        and not method.prepends_tokens
+        and supports_selective_loss(loaded.model)
+    )
     throughput = ThroughputCallback(
         args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     )
@@ -181,8 +188,8 @@ def train(
     if main:
         save_weights(
             loaded,
-            run_dir / ("adapter" if config.method == "lora" else "model"),
-            adapter=config.method == "lora",
+            run_dir,
+            method,
             contract=InferenceContract(
                 prompt=config.prompt,
                 max_dialogue_tokens=config.data.max_dialogue_tokens,
@@ -197,6 +204,7 @@ def train(
             started,
             model=loaded.describe(),
             method=config.method,
+            method_settings=method.describe(config.method_settings, loaded.model.config.model_type),
             parameters=parameters,
             precision=precision,
             frozen_weights=frozen,

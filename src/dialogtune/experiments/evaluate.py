@@ -1,5 +1,9 @@
 """Evaluate one model (+ adapter) on one split and write a run directory.
 
+The orchestrator of ``dialogtune evaluate`` and of an experiment's evaluation stages: it takes a
+loaded model, generates (:mod:`dialogtune.predict`) and scores (:mod:`dialogtune.evaluation`,
+which knows no model: strings in, scores out).
+
 Layout (DESIGN.md): ``config.yaml`` (resolved), ``metadata.json``,
 ``predictions/<split>.jsonl`` (per-example scores included), ``metrics/<split>.json``.
 """
@@ -8,41 +12,27 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dialogtune.data.config import DataConfig
+from dialogtune.config import parse_yaml
 from dialogtune.data.records import Record
 from dialogtune.data.sources import data_fingerprint
 from dialogtune.errors import ConfigError, DataError
 from dialogtune.evaluation.metrics import compute_metrics
 from dialogtune.evaluation.predictions import prediction_row, write_predictions
-from dialogtune.evaluation.rouge import RougeSettings
-from dialogtune.generation import GenerationSettings
+from dialogtune.experiments.config import EvaluationSpec
 from dialogtune.io import write_json
 from dialogtune.models.fingerprint import weights_fingerprint
-from dialogtune.models.loading import LoadedModel
+from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.params import count_parameters
 from dialogtune.ownership import claim_output_dir, mark, refuse_protected, remove_tree
 from dialogtune.predict import predict_records
-from dialogtune.prompts import PromptTemplate
 from dialogtune.runinfo import run_metadata, write_yaml
 
-
-@dataclass
-class EvaluationSpec:
-    """Everything that determines an evaluation's numbers (saved as ``config.yaml``)."""
-
-    data: DataConfig
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    prompt: PromptTemplate = field(default_factory=PromptTemplate)
-    rouge: RougeSettings = field(default_factory=RougeSettings)
-    n_resamples: int = 1000
-    seed: int = 0
-
+__all__ = ["EvaluationSpec", "evaluate_to_dir", "format_metrics"]
 
 # What makes two evaluations the same: a folder holding another one is never mixed into.
 _IDENTITY = (
@@ -60,7 +50,7 @@ _IDENTITY = (
 
 def _saved_config(out: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+        loaded = parse_yaml((out / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
@@ -107,12 +97,8 @@ def evaluate_to_dir(
         "adapter": loaded.adapter,
         "weights": weights_fingerprint(loaded),
         "random_weights": loaded.spec.is_random,
-        "data": spec.data.to_dict(),
         "data_fingerprint": fingerprint,
-        "generation": spec.generation.to_dict(),
-        "prompt": spec.prompt.to_dict(),
-        "rouge": spec.rouge.to_dict(),
-        "bootstrap": {"n_resamples": spec.n_resamples, "seed": spec.seed},
+        **spec.identity(),  # data, generation, prompt, rouge, bootstrap
     }
     out, state = claim_output_dir(output_dir, "eval", overwrite=False, what="output folder")
     if state == "ours":
