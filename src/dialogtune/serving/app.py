@@ -32,8 +32,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from dialogtune import __version__
 from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.generation import GenerationSettings
+from dialogtune.generation.engine import supports as supports_continuous
 from dialogtune.serving.batcher import BatcherBusy, BatcherClosed, MicroBatcher
 from dialogtune.serving.config import TOKEN_ENV, ServingConfig
+from dialogtune.serving.continuous import ContinuousBatcher
 from dialogtune.serving.middleware import (
     BearerAuthMiddleware,
     BodyLimitMiddleware,
@@ -83,18 +85,30 @@ class SummarizeService:
     def __init__(self, registry: AdapterRegistry, config: ServingConfig) -> None:
         self.registry = registry
         self.config = config
-        self.batcher = MicroBatcher(
-            lambda dialogues, adapters, settings: registry.generate(
-                dialogues, adapters, settings, config.template
-            ),
-            max_batch_size=config.max_batch_size,
-            max_wait_s=config.max_wait_s,
-            max_queued=config.max_queued_dialogues,
-            mixed_adapters=config.mixed_adapter_batches,
-        )
-        # The model thread pads with the model's tokenizer; counting tokens here, on the
-        # event loop, uses a private copy so the two threads never share Rust state.
+        # The model thread decodes with the model's tokenizer; counting and tokenizing here, on
+        # the event loop, use a private copy so the two threads never share Rust state.
         self._counter = copy.deepcopy(registry.loaded.tokenizer)
+        self.batcher: MicroBatcher | ContinuousBatcher
+        if supports_continuous(registry.loaded.model):
+            # Decoder-only models: requests join the running batch between decode steps.
+            self.batcher = ContinuousBatcher(
+                registry,
+                lambda dialogues, adapter, settings: registry.prompt_ids(
+                    self._counter, dialogues, adapter, settings, config.template
+                ),
+                max_batch_size=config.max_batch_size,
+                max_queued=config.max_queued_dialogues,
+            )
+        else:  # encoder-decoder models: static micro-batches through transformers' generate
+            self.batcher = MicroBatcher(
+                lambda dialogues, adapters, settings: registry.generate(
+                    dialogues, adapters, settings, config.template
+                ),
+                max_batch_size=config.max_batch_size,
+                max_wait_s=config.max_wait_s,
+                max_queued=config.max_queued_dialogues,
+                mixed_adapters=config.mixed_adapter_batches,
+            )
         self.requests = RequestGauge()  # in progress, kept by ConnectionLimitMiddleware
         self.failed_batches = 0
         self._last_failure: BaseException | None = None
@@ -342,8 +356,12 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
             adapters=len(registry.infos),
             queued_dialogues=batcher.queued_dialogues,
             open_requests=service.requests.open,
+            batching="continuous" if isinstance(batcher, ContinuousBatcher) else "micro",
             batches=batcher.stats.batches,
-            batched_dialogues=batcher.stats.dialogues,
+            largest_batch=batcher.stats.largest_batch,
+            batched_dialogues=(
+                batcher.stats.finished if isinstance(batcher, ContinuousBatcher) else batcher.stats.dialogues
+            ),
             failed_batches=service.failed_batches,
         )
 

@@ -50,9 +50,11 @@ class _Job:
 
 @dataclass
 class BatcherStats:
-    batches: int = 0
-    dialogues: int = 0
+    batches: int = 0  # generate calls (micro-batcher) or decode steps (continuous batcher)
+    dialogues: int = 0  # rows over all of them
     largest_batch: int = 0
+    finished: int = 0  # dialogues answered (continuous batcher)
+    mixed_steps: int = 0  # decode steps whose rows used different adapters (continuous batcher)
     batch_sizes: list[int] = field(default_factory=list, repr=False)
 
     def record(self, size: int) -> None:

@@ -23,11 +23,13 @@ at ``infos``, which gains an entry only after its adapter is fully loaded, and a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -35,8 +37,9 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import AuxiliaryTrainingWrapper
 
 from dialogtune.errors import ModelSpecError
-from dialogtune.generation import GenerationSettings, generate
+from dialogtune.generation import GenerationSettings, generate_ids
 from dialogtune.models.adapters import attach_adapter, check_adapter
+from dialogtune.models.contract import InferenceContract, read_contract
 from dialogtune.models.loading import LoadedModel
 from dialogtune.prompts import PromptTemplate
 from dialogtune.serving.schemas import ADAPTER_NAME_PATTERN, AdapterInfo
@@ -145,6 +148,7 @@ class AdapterRegistry:
             raise ModelSpecError("the registry needs the bare base model; add adapters with load()")
         self.loaded = loaded
         self.infos: dict[str, AdapterInfo] = {}
+        self.contracts: dict[str, InferenceContract | None] = {}
         self.problem: str | None = None  # set when the model no longer answers as loaded
         # What the probe gives through the base and each adapter, taken when it was loaded.
         self._fingerprints: dict[str | None, torch.Tensor] = {None: self._probe([None])[0]}
@@ -193,6 +197,7 @@ class AdapterRegistry:
             # e.g. a cut-off safetensors file: still the user's to fix, so one line, not a traceback
             raise ModelSpecError(f"cannot load adapter {folder}: {_first_line(exc)}") from exc
         self._fingerprints[name] = fingerprint
+        self.contracts[name] = read_contract(folder)  # the prompt it was trained with
         targets = config.get("target_modules") or []
         info = AdapterInfo(
             name=name,
@@ -293,6 +298,29 @@ class AdapterRegistry:
             raise ModelSpecError(f"unknown adapter(s): {', '.join(unknown)}")
         return [BASE_ROW if a is None else a for a in adapters]
 
+    def template_for(self, adapter: str | None, default: PromptTemplate) -> PromptTemplate:
+        """An adapter's saved training prompt (its inference contract); the server's for the base."""
+        contract = self.contracts.get(adapter) if adapter is not None else None
+        return contract.prompt if contract is not None else default
+
+    def prompt_ids(
+        self,
+        tokenizer: Any,
+        dialogues: Sequence[str],
+        adapter: str | None,
+        settings: GenerationSettings,
+        default: PromptTemplate,
+    ) -> list[list[int]]:
+        """Prompt token ids for ``dialogues`` with ``adapter``'s prompt, tokenized by ``tokenizer``
+        (a copy owned by the calling thread: fast tokenizers are not shared across threads)."""
+        from dialogtune.generation import build_prompts
+
+        view = dataclasses.replace(self.loaded, tokenizer=tokenizer)
+        prompts = build_prompts(
+            view, dialogues, self.template_for(adapter, default), settings.max_dialogue_tokens
+        )
+        return self.loaded.kind.encode_prompts(tokenizer, prompts)
+
     def generate(
         self,
         dialogues: Sequence[str],
@@ -300,11 +328,13 @@ class AdapterRegistry:
         settings: GenerationSettings,
         template: PromptTemplate,
     ) -> list[str]:
-        """Summaries for ``dialogues``, row i with adapter ``adapters[i]`` (model thread only)."""
+        """Summaries for ``dialogues``, row i with adapter ``adapters[i]`` and its prompt (model thread)."""
         names = self.adapter_names(adapters)
-        result = generate(
-            self.loaded, list(dialogues), settings, template, progress=False, adapter_names=names
-        )
+        encoded = [
+            self.prompt_ids(self.loaded.tokenizer, [d], a, settings, template)[0]
+            for d, a in zip(dialogues, adapters)
+        ]
+        result = generate_ids(self.loaded, encoded, settings, progress=False, adapter_names=names)
         return result.texts
 
     def describe(self) -> dict:

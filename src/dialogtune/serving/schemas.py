@@ -138,7 +138,12 @@ class HealthResponse(BaseModel):
     adapters: int
     queued_dialogues: int
     open_requests: int = Field(description="requests in progress (max_connections bounds them)")
-    batches: int = Field(description="generate calls so far")
+    batching: str = Field(
+        description="'continuous' (decoder-only models: requests join the running batch between decode "
+        "steps) or 'micro' (encoder-decoder models: static batches)"
+    )
+    batches: int = Field(description="decode steps (continuous) or generate calls (micro) so far")
+    largest_batch: int = Field(description="most dialogues decoded together so far")
     batched_dialogues: int = Field(description="dialogues summarized so far")
     failed_batches: int = Field(description="generate calls that failed with an internal error")
 
