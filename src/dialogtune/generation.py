@@ -19,6 +19,7 @@ from dialogtune.errors import ConfigError
 from dialogtune.models.kinds import truncate_dialogue
 from dialogtune.models.loading import LoadedModel
 from dialogtune.prompts import PromptTemplate
+from dialogtune.seeds import check_seed
 
 
 @dataclass
@@ -53,6 +54,7 @@ class GenerationSettings:
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"generation.{key} has an invalid value: {getattr(self, key)!r}")
+        check_seed("generation.seed", self.seed)
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

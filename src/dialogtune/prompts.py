@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from dialogtune.errors import ConfigError
+from dialogtune.io import find_lone_surrogate
 
 NOTEBOOK_TEMPLATE = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
 
@@ -34,6 +35,11 @@ class PromptTemplate:
             raise ConfigError("prompt.template must contain exactly one '{dialogue}' placeholder")
         if self.chat not in ("auto", "always", "never"):
             raise ConfigError(f"prompt.chat must be auto, always or never, got '{self.chat}'")
+        for key in ("template", "system"):
+            # A flag with bytes that are not UTF-8 arrives as lone surrogates (Python's
+            # surrogateescape), which no tokenizer accepts: say so now, not at generation.
+            if find_lone_surrogate(getattr(self, key)) is not None:
+                raise ConfigError(f"prompt.{key} is not valid Unicode text (it holds a lone surrogate)")
 
     def fill(self, dialogue: str) -> str:
         # str.replace, not str.format: dialogues contain braces often enough.

@@ -14,9 +14,10 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from dialogtune import __version__
-from dialogtune.errors import DialogtuneError
+from dialogtune.errors import DialogtuneError, describe_os_error
 
 # verb -> (module under dialogtune.cli, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -34,6 +35,16 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors look like every other error: one line, exit code 2.
+
+    Subcommand parsers inherit the class (``add_subparsers`` uses the parent's type).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"dialogtune: error: {' '.join(message.split())} (see: {self.prog} --help)\n")
+
+
 def _available_verbs() -> dict[str, tuple[str, str]]:
     return {
         verb: spec
@@ -43,7 +54,7 @@ def _available_verbs() -> dict[str, tuple[str, str]]:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dialogtune",
         description="Fine-tune, evaluate and serve language models for dialogue summarization.",
     )
@@ -81,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DialogtuneError as exc:
         print(f"dialogtune: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A path no verb anticipated (permission denied, a directory, ...): still one line.
+        print(f"dialogtune: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("dialogtune: interrupted", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ import argparse
 from dataclasses import fields
 
 from dialogtune.data.config import DataConfig
+from dialogtune.seeds import seed_problem
 
 _HELP = {f.name: str(f.metadata.get("help", "")).replace("%", "%%") for f in fields(DataConfig)}
 _DEFAULTS = DataConfig()
@@ -26,6 +27,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """argparse ``type=`` for seeds: 0 <= seed < 2**32, what numpy accepts (see :mod:`dialogtune.seeds`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got '{text}'") from None
+    problem = seed_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"a seed {problem}")
+    return value
+
+
 def add_data_args(parser: argparse.ArgumentParser, default_split: str = "validation") -> None:
     """Add ``--data --split --limit --every --sample --seed`` and the column flags."""
     group = parser.add_argument_group("data")
@@ -37,7 +50,7 @@ def add_data_args(parser: argparse.ArgumentParser, default_split: str = "validat
     group.add_argument("--every", metavar="K", type=positive_int, help=_HELP["every"])
     group.add_argument("--sample", metavar="N", type=positive_int, help=_HELP["sample"])
     group.add_argument(
-        "--seed", type=int, default=_DEFAULTS.seed, help=_HELP["seed"] + " (default: %(default)s)"
+        "--seed", type=seed_int, default=_DEFAULTS.seed, help=_HELP["seed"] + " (default: %(default)s)"
     )
     group.add_argument("--id-column", metavar="COL", default=_DEFAULTS.id_column, help=_HELP["id_column"])
     group.add_argument(

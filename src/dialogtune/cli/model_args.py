@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dialogtune.cli.common import seed_int
 from dialogtune.errors import ConfigError
+from dialogtune.io import read_text_file
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import NOTEBOOK_TEMPLATE, PromptTemplate
 
@@ -43,7 +45,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
         help="truncate longer dialogues to this many tokens (the instruction is kept)",
     )
     group.add_argument("--no-sort", action="store_true", help="do not sort prompts by length before batching")
-    group.add_argument("--generation-seed", type=int, default=0, help="seed for sampling")
+    group.add_argument("--generation-seed", type=seed_int, default=0, help="seed for sampling")
     add_prompt_args(parser)
 
 
@@ -87,7 +89,7 @@ def prompt_from_args(args: argparse.Namespace) -> PromptTemplate:
     text = args.prompt_template or NOTEBOOK_TEMPLATE
     if text.startswith("@"):
         path = Path(text[1:])
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"prompt template file not found: {path}")
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path, ConfigError)
     return PromptTemplate(template=text, chat=args.chat, system=args.system_prompt)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dialogtune.cli.common import seed_int
 from dialogtune.evaluation.rouge import LSUM_SPLITS
 
 
@@ -47,7 +48,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the metrics object as JSON")
     parser.add_argument(
         "--output", type=Path, metavar="FILE", help="also write the metrics JSON here (atomically)"

@@ -34,6 +34,7 @@ from dialogtune.report.tables import (
     quantitative_tables,
     rouge_types_of,
 )
+from dialogtune.seeds import check_seed
 
 # Run-dependent numbers that are not settings: excluded when checking runs used the same settings.
 _GENERATION_STATS = {
@@ -56,6 +57,9 @@ class ReportOptions:
     n_resamples: int = 1000  # paired bootstrap resamples
     plot_metric: str = "rouge1"
     title: str = "dialogtune comparison report"
+
+    def __post_init__(self) -> None:
+        check_seed("report seed", self.seed)
 
 
 def _same(values: Sequence[Any]) -> bool:
