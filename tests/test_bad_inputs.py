@@ -286,6 +286,19 @@ BAD_MODEL: list[tuple[str, str, object, str]] = [
     ("tokenizer-invalid", "tokenizer.json", '{"added_tokens": [], "model": {"type": "Nope"}}', "tokenizer"),
     ("tokenizer-config-garbage", "tokenizer_config.json", "{", "tokenizer_config.json:1:2"),
     ("generation-config-garbage", "generation_config.json", "garbage", "generation_config.json:1:1"),
+    (
+        "generation-config-eos-text",
+        "generation_config.json",
+        edit_json(eos_token_id="</s>"),
+        "eos_token_id is",
+    ),
+    (
+        "generation-config-eos-huge",
+        "generation_config.json",
+        edit_json(eos_token_id=[1, 10**6]),
+        "vocabulary",
+    ),
+    ("chat-template-broken", "chat_template.jinja", "{% if %}", "chat template"),
 ]
 for _id, _rel, _content, _expect in BAD_MODEL:
     case(
@@ -506,6 +519,21 @@ case(
     "train-set/deep-value",
     "nested",
     lambda w, tmp: ["train", str(w.train_yaml), "--set", "lora.r=" + "[" * 100_000],
+)
+case(
+    "train-set/deepspeed-garbage",
+    "ds.json:1:2: malformed JSON",
+    lambda w, tmp: [
+        "train",
+        str(w.train_yaml),
+        "--set",
+        f"training.deepspeed={write(tmp / 'ds.json', '{{')}",
+    ],
+)
+case(
+    "train-set/deepspeed-missing",
+    "none.json: no such file",
+    lambda w, tmp: ["train", str(w.train_yaml), "--set", f"training.deepspeed={tmp / 'none.json'}"],
 )
 case(
     "train-set/surrogate-prompt",

@@ -110,6 +110,9 @@ def check_model_dir(folder: Path) -> dict[str, Any]:
     for name in MODEL_JSON_FILES:
         if (folder / name).exists():
             read_json_file(folder / name, ModelSpecError)
+    if (folder / "generation_config.json").exists():
+        generation = read_json_file(folder / "generation_config.json", ModelSpecError)
+        check_token_ids(str(folder / "generation_config.json"), generation, config.get("vocab_size"))
     for weights in sorted(folder.glob("*.safetensors")):
         check_safetensors(weights)
     return config
@@ -128,3 +131,33 @@ def check_loading_info(location: str, info: dict[str, Any]) -> None:
             f"{location}: the weights files lack {len(missing)} of the model's parameters ({shown}); "
             "they do not belong to this config.json"
         )
+
+
+_SPECIAL_IDS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
+
+
+def check_token_ids(where: str, settings: Any, vocab: Any) -> None:
+    """Special-token ids (``eos_token_id``, ...) in a generation config must be ids of the vocabulary.
+
+    ``"eos_token_id": "</s>"`` loads without complaint and fails inside ``generate``.
+    ``settings``: a mapping (generation_config.json) or a ``GenerationConfig``.
+    """
+    for key in _SPECIAL_IDS:
+        value = settings.get(key) if isinstance(settings, dict) else getattr(settings, key, None)
+        for token_id in value if isinstance(value, list) else [value]:
+            if token_id is None:
+                continue
+            is_id = isinstance(token_id, int) and not isinstance(token_id, bool) and token_id >= 0
+            if not is_id or (isinstance(vocab, int) and token_id >= vocab):
+                raise ModelSpecError(
+                    f"{where}: {key} is {value!r}, not a token id of this model's vocabulary"
+                )
+
+
+def check_chat_template(tokenizer: Any, name: str) -> None:
+    """A chat template that does not render fails at the first prompt; find out at load time."""
+    if getattr(tokenizer, "chat_template", None):
+        with loading(f"the chat template of {name}", any_error=True):
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+            )

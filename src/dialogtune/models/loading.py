@@ -28,7 +28,14 @@ from transformers import (
 from dialogtune.errors import ModelSpecError
 from dialogtune.hub import go_offline_if_unreachable, hub_host
 from dialogtune.io import atomic_dir, read_json_file
-from dialogtune.models.files import check_loading_info, check_model_dir, first_line, loading
+from dialogtune.models.files import (
+    check_chat_template,
+    check_loading_info,
+    check_model_dir,
+    check_token_ids,
+    first_line,
+    loading,
+)
 from dialogtune.models.kinds import ModelKind, kind_for_config
 from dialogtune.models.random_configs import RANDOM_CONFIGS, build_config, byte_tokenizer
 from dialogtune.models.specs import ModelSpec, resolve_spec
@@ -190,7 +197,9 @@ def _gguf_tokenizer(gguf: Path) -> PreTrainedTokenizerBase:
     # A file that is not GGUF, or is cut off, fails here first: gguf's reader raises
     # ValueError/IndexError/struct.error, the tokenizer conversion anything.
     with loading(f"GGUF file {gguf} (cut off, or not a GGUF model file)", any_error=True):
-        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    check_chat_template(tokenizer, str(gguf))
+    return tokenizer
 
 
 def _forget_gguf_quantization(model: PreTrainedModel) -> None:
@@ -224,7 +233,9 @@ def _load_dir(location: str, torch_dtype: torch.dtype) -> tuple[PreTrainedModel,
 
 def _dir_tokenizer(location: str) -> PreTrainedTokenizerBase:
     with loading(f"the tokenizer of {location}", any_error=True):
-        return AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+    check_chat_template(tokenizer, location)
+    return tokenizer
 
 
 def _peek_model_type(spec: ModelSpec) -> str:
@@ -264,6 +275,8 @@ def load_model(
     else:
         model, tokenizer = _load_hub(spec, torch_dtype)
     _ensure_pad_token(tokenizer, model)
+    embeddings = model.get_input_embeddings()
+    check_token_ids(f"{spec.raw}: generation config", model.generation_config, embeddings.num_embeddings)
     kind = kind_for_config(model.config)
     tokenizer.padding_side = kind.padding_side
     model.to(target)

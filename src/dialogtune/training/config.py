@@ -22,7 +22,7 @@ import yaml
 from dialogtune.data.config import DEFAULT_SOURCE, DataConfig
 from dialogtune.errors import ConfigError
 from dialogtune.generation import GenerationSettings
-from dialogtune.io import check_parsed, check_yaml_brackets, read_yaml_file
+from dialogtune.io import check_parsed, check_yaml_brackets, read_json_file, read_yaml_file
 from dialogtune.models.lora import LoraSettings
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
@@ -203,6 +203,8 @@ class TrainingSettings:
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"training.{key} has an invalid value: {getattr(self, key)!r}")
+        if self.deepspeed is not None:  # transformers reads it much later, with a traceback if broken
+            read_json_file(self.deepspeed, ConfigError)
 
 
 @dataclass
