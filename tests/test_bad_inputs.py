@@ -807,3 +807,39 @@ def test_bad_input_is_one_line_and_exit_code_2(
 def test_case_ids_are_unique() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)) and len(ids) > 150
+
+
+def test_unreadable_file_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    # Root reads anything, so permission is denied by hand: Path.read_bytes is where files are read.
+    data = write(tmp_path / "validation.jsonl", json.dumps(ROWS[0]) + "\n")
+    real = Path.read_bytes
+
+    def denied(self: Path) -> bytes:
+        if self == data:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    assert main(["data", "inspect", "--data", str(data)]) == 2
+    assert capsys.readouterr().err == f"dialogtune: error: {data}: cannot read (Permission denied)\n"
+
+
+def test_an_os_error_nobody_anticipated_is_still_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    import dialogtune.data
+
+    def unexpected(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", "/somewhere/else")
+
+    monkeypatch.setattr(dialogtune.data, "load_records", unexpected)
+    assert main(["data", "inspect", "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "dialogtune: error: /somewhere/else: Permission denied\n"
+
+
+def test_what_looks_odd_but_is_fine_still_reads(tmp_path: Path, capsys) -> None:
+    # A surrogate *pair* escape is an ordinary emoji; brackets inside text are not nesting.
+    text = '{"id": "a", "dialogue": "#Person1#: hi \\ud83d\\ude00 ' + "[" * 150 + '", "summary": "s"}\n'
+    assert main(["data", "inspect", "--data", str(write(tmp_path / "v.jsonl", text)), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dialogue_words"]["max"] == 4
+    from dialogtune.data import read_records
+
+    assert read_records(tmp_path / "v.jsonl")[0].dialogue.startswith("#Person1#: hi \U0001f600 [[[")

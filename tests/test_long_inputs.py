@@ -134,3 +134,14 @@ def test_inspect_counts_tokens_up_to_a_cap_and_says_so() -> None:
     assert stats["dialogue_words"]["max"] == 3_000_000
     normal = inspect_records(records[:1], tokenizer=tokenizer, max_length=16)
     assert "capped" not in normal and normal["dialogue_tokens"]["max"] == len("short one")
+
+
+def test_a_long_dialogue_in_a_csv_is_data_not_a_csv_error(tmp_path: Path) -> None:
+    from dialogtune.data import read_records
+    from dialogtune.evaluation import read_scoring_table
+
+    long = "#Person1#: " + "word " * 60_000  # 300 KB: over csv's default 128 KiB field limit
+    path = tmp_path / "validation.csv"
+    path.write_text(f'id,dialogue,summary,prediction\na,"{long}",s,"{long}"\n', encoding="utf-8")
+    assert read_records(path)[0].dialogue == long
+    assert read_scoring_table(path).predictions == [long]

@@ -33,6 +33,9 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
 # Hub snapshots shard splits as `validation-00000-of-00001.parquet`.
 _SHARD = re.compile(r"^(?P<split>.+?)(?:-\d+-of-\d+)?$")
 
+# csv's default field limit (128 KiB) would call a long dialogue "malformed CSV".
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+
 
 @dataclass
 class RowTable:

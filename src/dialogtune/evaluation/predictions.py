@@ -26,6 +26,9 @@ from dialogtune.errors import DataError
 from dialogtune.io import parse_jsonl, read_text_file, write_jsonl
 
 REFERENCE_COLUMNS: tuple[str, ...] = ("references", "reference", "summary", "human_baseline_summaries")
+
+# csv's default field limit (128 KiB) would call a long dialogue "malformed CSV".
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 PREDICTION_COLUMNS: tuple[str, ...] = ("prediction", "predictions", "generated_summary", "model_summary")
 # The notebook names one column per system: original_/instruct_/peft_model_summaries.
 PREDICTION_SUFFIXES: tuple[str, ...] = ("_model_summaries", "_model_summary", "_prediction", "_predictions")

@@ -135,6 +135,7 @@ def attach_adapter(
 ) -> None:
     """Load a LoRA adapter onto ``loaded.model`` (frozen unless ``trainable``), in place."""
     check_adapter(adapter_dir, loaded.model)
+    had_adapters = isinstance(loaded.model, PeftModel)
     with loading(f"adapter {adapter_dir} onto this base model"), warnings.catch_warnings():
         # Reported as one clear error by _check_loaded_weights, not as PEFT's list of keys.
         warnings.filterwarnings("ignore", message="Found missing adapter keys")
@@ -144,7 +145,14 @@ def attach_adapter(
             loaded.model = PeftModel.from_pretrained(
                 loaded.model, str(adapter_dir), adapter_name=name, is_trainable=trainable
             )
-    _check_loaded_weights(adapter_dir, loaded.model, name)
+    try:
+        _check_loaded_weights(adapter_dir, loaded.model, name)
+    except ModelSpecError:  # leave the model as it was: a server keeps serving its other adapters
+        if had_adapters:
+            loaded.model.delete_adapter(name)
+        else:
+            loaded.model = loaded.model.unload()
+        raise
     loaded.adapter = str(adapter_dir)
     loaded.model.eval()
 

@@ -16,117 +16,27 @@ stages in order; passing it to the report expands to those runs with their names
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
 from dialogtune.errors import DataError
 from dialogtune.io import json_kind, read_json_file, read_yaml_file
+from dialogtune.report.checks import (
+    CONFIG_TYPES,
+    METADATA_TYPES,
+    TRAIN_CONFIG_TYPES,
+    TRAIN_METADATA_TYPES,
+    check_metrics,
+    check_prediction_rows,
+    check_types,
+    lookup,
+)
 
 EXPERIMENT_MANIFEST = "experiment.json"
 _SPLIT_PREFERENCE = ("test", "validation")
-
-
-def lookup(mapping: Any, *paths: str) -> Any:
-    """The first non-None value among dotted ``paths`` (``"parameters.trainable"``) in ``mapping``."""
-    for path in paths:
-        node = mapping
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            return node
-    return None
-
-
-# The types the report computes with, by dotted key; a key may be absent or null.
-_NUMBER, _INT, _TEXT, _MAP, _LIST = (Real,), (int,), (str,), (dict,), (list,)
-_ROUGE_FIELDS = ("mean", "ci_low", "ci_high")
-_METRICS_TYPES = {
-    "n": _INT,
-    "n_references": _INT,
-    "settings": _MAP,
-    "settings.rouge_types": _LIST,
-    "max_over_references": _MAP,
-    "generation": _MAP,
-    "generation.seconds_per_dialogue": _NUMBER,
-    "data": _MAP,
-    "data.fingerprint": _TEXT,
-    "model": _MAP,
-}
-_METADATA_TYPES = {
-    "peak_memory_mb": _NUMBER,
-    "generation_stats": _MAP,
-    "generation_stats.seconds_per_dialogue": _NUMBER,
-    "parameters": _MAP,
-    "parameters.total": _INT,
-    "data_fingerprint": _TEXT,
-    "versions": _MAP,
-}
-_CONFIG_TYPES = {"generation": _MAP, "adapter": _TEXT, "model": _TEXT}
-_TRAIN_CONFIG_TYPES = {"method": _TEXT, "model": _TEXT}
-_TRAIN_METADATA_TYPES = {
-    **{key: _INT for key in ("parameters.total", "parameters.trainable", "trainable_params")},
-    **{key: _INT for key in ("trainable_parameters.total", "trainable_parameters.trainable")},
-    **{key: _NUMBER for key in ("wall_time_s", "train_wall_time_s", "peak_memory_mb", "tokens_per_second")},
-    **{key: _NUMBER for key in ("train.tokens_per_s", "train.tokens_per_second")},
-}
-
-
-def check_types(where: str | Path, mapping: dict[str, Any], types: dict[str, tuple[type, ...]]) -> None:
-    """Each dotted key of ``types`` is absent, null or of its type (and its parents are objects)."""
-    for key, kinds in types.items():
-        node: Any = mapping
-        for depth, part in enumerate(parts := key.split(".")):
-            if node is None:
-                break
-            if not isinstance(node, dict):
-                raise DataError(
-                    f"{where}: {'.'.join(parts[:depth])} must be an object, got {json_kind(node)}"
-                )
-            node = node.get(part)
-        if node is None:
-            continue
-        if isinstance(node, bool) or not isinstance(node, kinds):
-            wanted = {Real: "a number", int: "an integer", str: "text", dict: "an object", list: "a list"}
-            raise DataError(f"{where}: {key} must be {wanted[kinds[0]]}, got {json_kind(node)}")
-        if isinstance(node, Real) and not math.isfinite(node):
-            raise DataError(f"{where}: {key} must be a finite number, got {node}")
-
-
-def _check_metrics(where: Path, metrics: dict[str, Any]) -> None:
-    check_types(where, metrics, _METRICS_TYPES)
-    types = lookup(metrics, "settings.rouge_types") or []
-    if not all(isinstance(t, str) for t in types):
-        raise DataError(f"{where}: settings.rouge_types must be a list of names")
-    for rouge_type in {*types, "rouge1", "rouge2", "rougeL", "rougeLsum"}:
-        for key in (rouge_type, f"max_over_references.{rouge_type}"):
-            check_types(where, metrics, {key: _MAP})
-            for field_name, value in (lookup(metrics, key) or {}).items():
-                if field_name in _ROUGE_FIELDS and not _is_score(value):
-                    raise DataError(
-                        f"{where}: {key}.{field_name} must be a ROUGE score from 0 to 1, got {value!r}"
-                    )
-
-
-def _is_score(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and 0 <= value <= 1
-
-
-def _check_prediction_rows(where: Path, rows: list[dict[str, Any]]) -> None:
-    for index, row in enumerate(rows, 1):
-        if isinstance(row["id"], bool) or not isinstance(row["id"], (str, int)):
-            raise DataError(
-                f"{where}: row {index}: id must be text or an integer, got {json_kind(row['id'])}"
-            )
-        check_types(f"{where}: row {index}", row, {"dialogue": _TEXT, "scores": _MAP, "scores_max": _MAP})
-        for key in ("scores", "scores_max"):
-            values = row.get(key) or {}
-            if not all(_is_score(v) for v in values.values()):
-                raise DataError(f"{where}: row {index}: {key} must map metric names to scores from 0 to 1")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -284,9 +194,9 @@ def find_training_run(run_dir: Path, config: dict[str, Any]) -> TrainingInfo | N
         except DataError:  # the folder above some weights need not be ours at all
             continue
         if "method" in train_config:  # a training run, not any folder that happens to hold weights
-            check_types(train_dir / "config.yaml", train_config, _TRAIN_CONFIG_TYPES)
+            check_types(train_dir / "config.yaml", train_config, TRAIN_CONFIG_TYPES)
             metadata = _read_json(train_dir / "metadata.json")
-            check_types(train_dir / "metadata.json", metadata, _TRAIN_METADATA_TYPES)
+            check_types(train_dir / "metadata.json", metadata, TRAIN_METADATA_TYPES)
             return TrainingInfo(path=train_dir, config=train_config, metadata=metadata, weights_dir=weights)
     return None
 
@@ -303,14 +213,14 @@ def load_run(run_dir: str | Path, name: str | None = None, split: str | None = N
     from dialogtune.evaluation.predictions import read_predictions
 
     config = _read_yaml(path / "config.yaml")
-    check_types(path / "config.yaml", config, _CONFIG_TYPES)
+    check_types(path / "config.yaml", config, CONFIG_TYPES)
     metadata = _read_json(path / "metadata.json")
-    check_types(path / "metadata.json", metadata, _METADATA_TYPES)
+    check_types(path / "metadata.json", metadata, METADATA_TYPES)
     metrics_file = path / "metrics" / f"{chosen}.json"
     metrics = _read_json(metrics_file)
-    _check_metrics(metrics_file, metrics)
+    check_metrics(metrics_file, metrics)
     predictions = read_predictions(predictions_file)
-    _check_prediction_rows(predictions_file, predictions)
+    check_prediction_rows(predictions_file, predictions)
     return RunSummary(
         name=name or path.resolve().name,
         path=path,
