@@ -509,10 +509,12 @@ for _key in (
     "report.seed=4294967296",
     "evaluation.data.seed=-1",
     "evaluation.generation.seed=-2",
+    "evaluation.n_resamples=100000000",
+    "evaluation.generation.num_beams=1000",
 ):
     case(
         f"run-set/{_key}",
-        _key.split("=")[0] + " must be",
+        _key.split("=")[0] + " ",
         lambda w, tmp, k=_key: ["run", str(w.experiment_yaml), "--set", k, "--dry-run"],
     )
 case(
@@ -537,7 +539,7 @@ case(
 )
 case(
     "train-set/surrogate-prompt",
-    "--set prompt.template: the text holds a lone UTF-16 surrogate",
+    "is not valid UTF-8 text",
     lambda w, tmp: [
         "train",
         str(w.train_yaml),
@@ -702,12 +704,19 @@ FLAGS: list[tuple[str, list[str], str]] = [
     ("params/method", ["params", "--method", "dora"], "--method"),
     ("train/no-config", ["train"], "CONFIG.yaml"),
     ("verb/unknown", ["frobnicate"], "invalid choice"),
+    ("generate/num-beams-huge", ["generate", "--output", "o", "--num-beams", str(10**20)], "num_beams"),
+    ("summarize/num-beams-300", ["summarize", "--num-beams", "300", "-"], "num_beams"),
+    ("summarize/max-new-tokens-huge", ["summarize", "--max-new-tokens", str(2**31), "-"], "max_new_tokens"),
+    ("score/n-resamples-huge", ["score", "f.csv", "--n-resamples", str(10**20)], "--n-resamples: expected 1"),
+    ("report/n-resamples-huge", ["report", "r", "--output", "o", "--n-resamples", str(10**8)], "at most"),
+    ("report/title-not-utf8", ["report", "r", "--output", "o", "--title", "caf\udce9"], "not valid UTF-8"),
+    ("evaluate/split-not-utf8", ["evaluate", "--output-dir", "o", "--split", "caf\udce9"], "not valid UTF-8"),
 ]
 for _id, _argv, _expect in FLAGS:
     case(f"flags/{_id}", _expect, lambda w, tmp, a=_argv: list(a))
 case(
     "flags/summarize-system-prompt-not-utf8",
-    "prompt.system is not valid Unicode",
+    "argument 'caf\\udce9' is not valid UTF-8 text",
     lambda w, tmp: [
         "summarize",
         "--model",

@@ -145,3 +145,25 @@ def test_a_long_dialogue_in_a_csv_is_data_not_a_csv_error(tmp_path: Path) -> Non
     path.write_text(f'id,dialogue,summary,prediction\na,"{long}",s,"{long}"\n', encoding="utf-8")
     assert read_records(path)[0].dialogue == long
     assert read_scoring_table(path).predictions == [long]
+
+
+@pytest.mark.slow  # reading the tokenizer from the GGUF file takes ~20 s here
+def test_a_damaged_model_cache_falls_back_to_the_gguf_file(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from dialogtune.models.loading import _embedded_cache_path, cache_dir
+    from dialogtune.models.specs import resolve_spec
+
+    spec = resolve_spec("smollm2-135m-instruct")
+    good = load_tokenizer(spec)  # makes sure a cached copy exists to damage
+    cached = _embedded_cache_path(spec)
+    if not (cached / "tokenizer.json").is_file():
+        pytest.skip("no cached conversion of the embedded model")
+    monkeypatch.setenv("DIALOGTUNE_CACHE", str(tmp_path))
+    copy = _embedded_cache_path(spec)
+    assert copy.is_relative_to(cache_dir()) and copy != cached
+    shutil.copytree(cached, copy)
+    (copy / "tokenizer.json").write_text('{"truncated": ', encoding="utf-8")
+    fallback = load_tokenizer(spec)  # from the GGUF file, with a warning instead of an error
+    text = "#Person1#: Hello, how are you?"
+    assert fallback(text)["input_ids"] == good(text)["input_ids"]

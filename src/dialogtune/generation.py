@@ -21,6 +21,10 @@ from dialogtune.models.loading import LoadedModel
 from dialogtune.prompts import PromptTemplate
 from dialogtune.seeds import check_seed
 
+MAX_BEAMS = 256  # wider than any decoding uses; each beam costs a copy of the generation state
+_MAX_INT = 2**31 - 1
+_INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", "max_dialogue_tokens")
+
 
 @dataclass
 class GenerationSettings:
@@ -51,6 +55,10 @@ class GenerationSettings:
             "batch_size": self.batch_size >= 1,
             "max_dialogue_tokens": self.max_dialogue_tokens is None or self.max_dialogue_tokens >= 1,
         }
+        # Beyond these, torch's integer arguments overflow (a traceback), or memory runs out first.
+        checks["num_beams"] = checks["num_beams"] and self.num_beams <= MAX_BEAMS
+        for key in _INT_FIELDS:
+            checks[key] = checks[key] and (getattr(self, key) or 0) <= _MAX_INT
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"generation.{key} has an invalid value: {getattr(self, key)!r}")

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from dialogtune import __version__
 from dialogtune.errors import DialogtuneError, describe_os_error
+from dialogtune.io import find_lone_surrogate
 
 # verb -> (module under dialogtune.cli, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -81,6 +82,12 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Bytes that are not UTF-8 reach Python as lone surrogates, which no tokenizer takes and no
+    # UTF-8 file (config.yaml, predictions, report) can hold: refuse them before any work.
+    not_utf8 = next((arg for arg in argv if find_lone_surrogate(arg)), None)
+    if not_utf8 is not None:
+        print(f"dialogtune: error: argument {ascii(not_utf8)} is not valid UTF-8 text", file=sys.stderr)
+        return 2
     verb = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=verb if verb in VERBS else None)
     args = parser.parse_args(argv)

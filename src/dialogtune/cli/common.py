@@ -27,6 +27,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def resamples_int(text: str) -> int:
+    """argparse ``type=`` for bootstrap resamples: 1 to ``MAX_RESAMPLES``."""
+    from dialogtune.evaluation.bootstrap import MAX_RESAMPLES
+
+    value = positive_int(text)
+    if value > MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_RESAMPLES:,} resamples, got {value:,}")
+    return value
+
+
 def seed_int(text: str) -> int:
     """argparse ``type=`` for seeds: 0 <= seed < 2**32, what numpy accepts (see :mod:`dialogtune.seeds`)."""
     try:

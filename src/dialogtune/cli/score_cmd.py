@@ -71,10 +71,11 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that `dialogtune --help` does not load the scoring stack.
     from dialogtune.errors import ConfigError
     from dialogtune.evaluation import RougeSettings, compute_metrics, read_scoring_table
+    from dialogtune.evaluation.bootstrap import MAX_RESAMPLES
     from dialogtune.io import write_json
 
-    if args.n_resamples < 1:
-        raise ConfigError(f"--n-resamples: expected a positive integer, got {args.n_resamples}")
+    if not 1 <= args.n_resamples <= MAX_RESAMPLES:
+        raise ConfigError(f"--n-resamples: expected 1 to {MAX_RESAMPLES:,}, got {args.n_resamples}")
     settings = RougeSettings(use_stemmer=not args.no_stemmer, lsum_split=args.lsum_split)
     table = read_scoring_table(
         args.file,

@@ -108,10 +108,10 @@ def parse_input(name: str, text: str, fmt: str = "auto", column: str = "dialogue
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = generation_settings_from_args(args)  # bad flags fail before stdin is read
+    template = prompt_from_args(args)
     name, text = read_text(args.input)
     parsed = parse_input(name, text, args.format, args.dialogue_column)
-    settings = generation_settings_from_args(args)
-    template = prompt_from_args(args)
 
     from dialogtune.generation import generate
     from dialogtune.models.loading import load_model

@@ -34,6 +34,7 @@ import yaml
 
 from dialogtune.data.config import DataConfig
 from dialogtune.errors import ConfigError
+from dialogtune.evaluation.bootstrap import MAX_RESAMPLES
 from dialogtune.evaluation.rouge import RougeSettings
 from dialogtune.generation import GenerationSettings
 from dialogtune.io import read_yaml_file
@@ -59,8 +60,10 @@ class EvaluationConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
 
     def __post_init__(self) -> None:
-        if self.n_resamples < 1:
-            raise ConfigError(f"evaluation.n_resamples must be a positive integer, got {self.n_resamples}")
+        if not 1 <= self.n_resamples <= MAX_RESAMPLES:
+            raise ConfigError(
+                f"evaluation.n_resamples must be from 1 to {MAX_RESAMPLES:,}, got {self.n_resamples}"
+            )
         check_seed("evaluation.seed", self.seed)
 
 
@@ -117,8 +120,10 @@ class ReportSettings:
         for key in ("examples", "random_examples"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"report.{key} must be >= 0, got {getattr(self, key)}")
-        if self.n_resamples < 1:
-            raise ConfigError(f"report.n_resamples must be a positive integer, got {self.n_resamples}")
+        if not 1 <= self.n_resamples <= MAX_RESAMPLES:
+            raise ConfigError(
+                f"report.n_resamples must be from 1 to {MAX_RESAMPLES:,}, got {self.n_resamples}"
+            )
         check_seed("report.seed", self.seed)
 
 
