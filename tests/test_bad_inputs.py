@@ -120,13 +120,14 @@ class Case:
     id: str
     build: Build
     expect: str  # a part of the error line: usually the file at fault
+    progress: bool = False  # the verb reports progress on stderr before it gets to the bad input
 
 
 CASES: list[Case] = []
 
 
-def case(id: str, expect: str, build: Build) -> None:
-    CASES.append(Case(id, build, expect))
+def case(id: str, expect: str, build: Build, *, progress: bool = False) -> None:
+    CASES.append(Case(id, build, expect, progress))
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -329,6 +330,47 @@ for _id, _rel, _content, _expect in BAD_MODEL[:3] + BAD_MODEL[7:9] + BAD_MODEL[1
             str(broken_copy(w.model, tmp, r, c)),
         ],
     )
+
+# The verbs that load a model at start, with a broken model folder.
+MODEL_VERBS: dict[str, Callable[[Path, World, Path], list[str]]] = {
+    "serve": lambda m, w, tmp: ["serve", "--model", str(m), "--port", "0"],
+    "generate": lambda m, w, tmp: [
+        "generate",
+        "--model",
+        str(m),
+        "--data",
+        str(w.data),
+        "--output",
+        str(tmp / "o"),
+    ],
+    "evaluate": lambda m, w, tmp: [
+        "evaluate",
+        "--model",
+        str(m),
+        "--data",
+        str(w.data),
+        "--output-dir",
+        str(tmp / "o"),
+    ],
+    "merge": lambda m, w, tmp: [
+        "merge",
+        "--model",
+        str(m),
+        "--adapter",
+        str(w.adapter),
+        "--output",
+        str(tmp / "o"),
+    ],
+}
+for _verb in MODEL_VERBS:
+    for _id, _rel, _content, _expect in (BAD_MODEL[0], BAD_MODEL[7], BAD_MODEL[11]):
+        case(
+            f"{_verb}-model/{_id}",
+            _expect,
+            lambda w, tmp, r=_rel, c=_content, v=_verb: MODEL_VERBS[v](
+                broken_copy(w.model, tmp, r, c), w, tmp
+            ),
+        )
 
 
 def _missing_tensor(w: World, tmp: Path) -> list[str]:
@@ -547,6 +589,36 @@ case(
         "prompt.template={dialogue}\udcff",
         "--print-config",
     ],
+)
+
+
+def _experiment_with_a_damaged_stage(w: World, tmp: Path, content: bytes) -> list[str]:
+    """An experiment whose training stage folder holds a config.yaml it cannot read."""
+    write(tmp / "exp" / "train" / "lora" / "config.yaml", content)
+    variant = {
+        "model": SPEC,
+        "data": {"source": str(w.data.parent), "train": {"split": "validation"}},
+        "training": {"max_steps": 1},
+    }
+    experiment = {
+        "output_dir": str(tmp / "exp"),
+        "baseline": {"name": "lora", "config": variant},
+        "evaluation": {"data": {"source": str(w.data)}},
+    }
+    return ["run", str(write(tmp / "e.yaml", json.dumps(experiment)))]  # JSON is YAML
+
+
+case(
+    "run-stage/config-not-utf8",
+    "train/lora/config.yaml:1:",
+    lambda w, tmp: _experiment_with_a_damaged_stage(w, tmp, b"model: caf\xe9\n"),
+    progress=True,
+)
+case(
+    "run-stage/config-deep",
+    "train/lora/config.yaml: YAML nested",
+    lambda w, tmp: _experiment_with_a_damaged_stage(w, tmp, b"a: " + b"[" * 100_000),
+    progress=True,
 )
 
 # --- run directories given to report -------------------------------------------------------------
@@ -804,6 +876,9 @@ def test_bad_input_is_one_line_and_exit_code_2(
             code = exit_.code
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and not _is_progress_bar(line)]
+    if bad.progress:  # `run` says what it starts; the error still ends it, alone on its line
+        assert sum(line.startswith("dialogtune: error: ") for line in lines) == 1
+        lines = lines[-1:]
     assert code == 2, (argv, err)
     assert len(lines) == 1 and lines[0].startswith("dialogtune: error: "), err
     assert "Traceback" not in err
