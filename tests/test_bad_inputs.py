@@ -594,7 +594,10 @@ case(
 
 def _experiment_with_a_damaged_stage(w: World, tmp: Path, content: bytes) -> list[str]:
     """An experiment whose training stage folder holds a config.yaml it cannot read."""
+    from dialogtune.ownership import mark
+
     write(tmp / "exp" / "train" / "lora" / "config.yaml", content)
+    mark(tmp / "exp", "experiment")
     variant = {
         "model": SPEC,
         "data": {"source": str(w.data.parent), "train": {"split": "validation"}},
@@ -916,7 +919,7 @@ def test_an_os_error_nobody_anticipated_is_still_one_line(tmp_path: Path, capsys
 
     monkeypatch.setattr(dialogtune.data, "load_records", unexpected)
     assert main(["data", "inspect", "--data", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == "dialogtune: error: /somewhere/else: Permission denied\n"
+    assert capsys.readouterr().err == "dialogtune: error: Permission denied: /somewhere/else\n"
 
 
 def test_what_looks_odd_but_is_fine_still_reads(tmp_path: Path, capsys) -> None:

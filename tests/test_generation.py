@@ -90,6 +90,7 @@ def test_generate_and_evaluate_cli(tmp_path, capsys):
     assert [r["id"] for r in rows] == [f"d{i}" for i in range(5)]
     assert all(set(r) >= {"id", "dialogue", "references", "prediction"} for r in rows)
     assert not (tmp_path / "preds.jsonl.partial").exists()
+    capsys.readouterr()
 
     run = tmp_path / "run"
     assert (
@@ -113,18 +114,25 @@ def test_generate_and_evaluate_cli(tmp_path, capsys):
         )
         == 0
     )
-    metrics = json.loads(capsys.readouterr().out.split("wrote")[-1].split("\n", 1)[-1]) if False else None
+    printed = json.loads(capsys.readouterr().out)
     metrics = json.loads((run / "metrics" / "validation.json").read_text())
+    assert printed["rouge1"] == metrics["rouge1"]  # --json prints what was written
     assert metrics["n"] == 3 and "RANDOM WEIGHTS" in metrics["warning"]
     for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         assert metrics[key]["ci_low"] <= metrics[key]["mean"] <= metrics[key]["ci_high"]
     assert metrics["settings"]["use_stemmer"] is True
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metadata.json", "predictions", "metrics"}
+    assert {p.name for p in run.iterdir()} == {
+        ".dialogtune-output.json",
+        "config.yaml",
+        "metadata.json",
+        "predictions",
+        "metrics",
+    }
     preds = [json.loads(line) for line in (run / "predictions" / "validation.jsonl").read_text().splitlines()]
     assert len(preds) == 3 and "rouge1" in preds[0]["scores"]
 
 
-def test_generate_resumes_from_partial(tmp_path, monkeypatch):
+def test_generate_resumes_from_partial(tmp_path, monkeypatch, capsys):
     """An interrupted run leaves a .partial file; the rerun reuses what is in it."""
     data = tmp_path / "validation.jsonl"
     _write_data(data)
@@ -143,8 +151,8 @@ def test_generate_resumes_from_partial(tmp_path, monkeypatch):
         str(out),
     ]
     import dialogtune.generation as generation
+    import dialogtune.predict as predict
 
-    real_generate = generation.GenerationSettings  # noqa: F841 - keep linters calm about the import
     calls = {"n": 0}
     original = generation.tqdm.update
 
@@ -159,10 +167,23 @@ def test_generate_resumes_from_partial(tmp_path, monkeypatch):
     partial = tmp_path / "preds.jsonl.partial"
     assert partial.exists() and not out.exists()
     assert len(partial.read_text().splitlines()) == 1 + 4  # key line + the two batches written
+    written = [json.loads(line) for line in partial.read_text().splitlines()[1:]]
     monkeypatch.setattr(generation.tqdm, "update", original)
+    asked: list[int] = []
+    real_generate = predict.generate
+
+    def counting_generate(loaded, dialogues, *a, **k):
+        asked.append(len(dialogues))
+        return real_generate(loaded, dialogues, *a, **k)
+
+    monkeypatch.setattr(predict, "generate", counting_generate)
     assert main(args) == 0
+    assert asked == [1]  # only the one unfinished dialogue was generated again
+    assert "4 resumed" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 5 and not partial.exists()
+    by_id = {r["id"]: r["prediction"] for r in rows}
+    assert all(by_id[w["id"]] == w["prediction"] for w in written)  # finished rows kept as they were
     fresh = tmp_path / "fresh.jsonl"
     assert main([*args[:-1], str(fresh), "--no-resume"]) == 0
     assert [json.loads(x)["prediction"] for x in fresh.read_text().splitlines()] == [

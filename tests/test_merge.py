@@ -25,6 +25,7 @@ def test_merged_model_generates_what_base_plus_adapter_generates(tmp_path: Path,
     assert main(["merge", "--model", config.model, "--adapter", str(adapter), "--output", str(output)]) == 0
     assert "merged" in capsys.readouterr().out
     assert files_under(output) == {
+        ".dialogtune-output.json",  # marks it as a merge output that --overwrite may replace
         "config.json",
         "generation_config.json",
         "model.safetensors",
@@ -40,6 +41,13 @@ def test_merged_model_generates_what_base_plus_adapter_generates(tmp_path: Path,
     assert type(merged.model) is type(unmerged.model.get_base_model())
     settings = GenerationSettings(max_new_tokens=16, max_dialogue_tokens=96)
     assert generate(merged, DIALOGUES, settings).texts == generate(unmerged, DIALOGUES, settings).texts
+    # ... and the adapter really changed the model, so the equality above says something.
+    base = load_model(config.model)
+    inputs = base.tokenizer(DIALOGUES, return_tensors="pt", padding=True)
+    if base.kind.name == "seq2seq":
+        inputs["decoder_input_ids"] = torch.zeros((2, 4), dtype=torch.long)
+    with torch.no_grad():
+        assert not torch.allclose(base.model(**inputs).logits, merged.model(**inputs).logits, atol=1e-4)
     batch = merged.tokenizer(DIALOGUES, return_tensors="pt", padding=True)
     if merged.kind.name == "seq2seq":
         batch["decoder_input_ids"] = torch.zeros((2, 4), dtype=torch.long)
@@ -54,7 +62,7 @@ def test_merge_errors_are_one_line(tmp_path: Path, capsys) -> None:
     adapter = str(train(config, progress=False).run_dir / "adapter")
     capsys.readouterr()
     cases = [
-        (["--model", config.model, "--adapter", adapter, "--output", adapter], "--output must differ"),
+        (["--model", config.model, "--adapter", adapter, "--output", adapter], "must not be the adapter"),
         (
             ["--model", "random:tiny-t5", "--adapter", adapter, "--output", str(tmp_path / "m")],
             "does not match",
@@ -69,3 +77,26 @@ def test_merge_errors_are_one_line(tmp_path: Path, capsys) -> None:
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_merge_never_replaces_what_it_did_not_write(tmp_path: Path, capsys) -> None:
+    """An existing folder is replaced only when it is an earlier merge output and --overwrite is given."""
+    config = load_config(None, tiny_overrides(tmp_path, "tiny-llama", "lora", "training.max_steps=1"))
+    adapter = str(train(config, progress=False).run_dir / "adapter")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    base = ["merge", "--model", config.model, "--adapter", adapter, "--output"]
+    capsys.readouterr()
+    for extra in ([], ["--overwrite"]):
+        assert main([*base, str(mine), *extra]) == 2
+        assert "did not write" in capsys.readouterr().err
+        assert (mine / "notes.txt").read_text() == "the user's own file"
+    merged = tmp_path / "merged"
+    assert main([*base, str(merged)]) == 0
+    first = (merged / "model.safetensors").stat().st_mtime_ns
+    assert main([*base, str(merged)]) == 2  # an earlier merge: only with --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert (merged / "model.safetensors").stat().st_mtime_ns == first
+    assert main([*base, str(merged), "--overwrite"]) == 0
+    assert (merged / "model.safetensors").stat().st_mtime_ns != first

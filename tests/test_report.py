@@ -7,7 +7,6 @@ full fine-tuning run with their training directories, scored with the real ROUGE
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import random
 import shutil
@@ -386,6 +385,7 @@ def test_report_cli(runs_root: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert code == 0
     assert {p.name for p in out.iterdir()} == {
+        ".dialogtune-output.json",
         "report.md",
         "report.html",
         "report.json",
@@ -398,7 +398,26 @@ def test_report_cli(runs_root: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["report", str(runs_root / "eval-lora"), "--output", str(out), "--baseline", "nope"]) == 2
 
 
-def test_bad_base64_would_be_caught() -> None:
-    # Guard for the HTML test above: a corrupted data URI must fail validation.
-    with pytest.raises(binascii.Error):
-        base64.b64decode("not*base64", validate=True)
+def test_report_writes_only_into_its_own_folders(runs_root: Path, tmp_path: Path, capsys) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own notes")
+    assert main(["report", str(runs_root / "eval-lora"), "--output", str(mine)]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (mine / "report.md").read_text() == "my own notes"
+
+
+def test_runs_on_other_dialogues_with_the_same_ids_are_not_paired(runs_root: Path, tmp_path: Path) -> None:
+    """Same ids, different dialogues (another data set): nothing may be compared example by example."""
+    other = tmp_path / "eval-other"
+    shutil.copytree(runs_root / "eval-lora", other)
+    predictions = other / "predictions" / "validation.jsonl"
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    for row in rows:
+        row["dialogue"] = "#Person1#: A different conversation.\n#Person2#: Indeed."
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs = load_runs([runs_root / "eval-zero-shot", other], names=["zero-shot", "other"])
+    assert compare(runs[0], runs[1], ["rouge1"], n_resamples=50, seed=0) == []
+    assert select_examples(runs, n_disagree=3, n_random=3) == []
+    same = load_runs([runs_root / "eval-zero-shot", runs_root / "eval-lora"], names=["zero-shot", "lora"])
+    assert compare(same[0], same[1], ["rouge1"], n_resamples=50, seed=0)  # the control: these pair

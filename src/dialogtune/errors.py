@@ -39,9 +39,3 @@ def os_error_reason(exc: OSError) -> str:
     if exc.errno == errno.EISDIR:
         return "is a directory, not a file"
     return exc.strerror or str(exc) or type(exc).__name__
-
-
-def describe_os_error(exc: OSError) -> str:
-    """One line for an OSError: the path it concerns (when it knows one) and the reason."""
-    reason = os_error_reason(exc)
-    return f"{exc.filename}: {reason}" if exc.filename is not None else reason

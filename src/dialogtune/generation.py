@@ -7,6 +7,7 @@ caller's order. Greedy batched outputs equal one-at-a-time outputs (tested).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -60,8 +61,9 @@ class GenerationSettings:
         for key in _INT_FIELDS:
             checks[key] = checks[key] and (getattr(self, key) or 0) <= _MAX_INT
         for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"generation.{key} has an invalid value: {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"generation.{key} has an invalid value: {value!r}")
         check_seed("generation.seed", self.seed)
 
     def generate_kwargs(self) -> dict[str, Any]:
@@ -121,6 +123,8 @@ def generate(
         raise ValueError(f"{len(adapter_names)} adapter names for {len(dialogues)} dialogues")
     settings = settings or GenerationSettings()
     template = template or PromptTemplate()
+    if not dialogues:  # e.g. a resumed run whose every row was already done
+        return GenerationResult(texts=[], seconds=0.0, prompt_tokens=0, generated_tokens=0)
     tok = loaded.tokenizer
     prompts = build_prompts(loaded, dialogues, template, settings.max_dialogue_tokens)
     encoded = loaded.kind.encode_prompts(tok, prompts)

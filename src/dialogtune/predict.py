@@ -1,14 +1,16 @@
-"""Generate for a list of records, resumably, and score the result.
+"""Generate for a list of records, resumably.
 
 The shared engine of ``generate``, ``evaluate`` and the experiment runner. Finished
-batches are appended to ``<output>.partial`` as they complete; that file starts with
-a key naming the model, adapter, prompt and generation settings, so an interrupted
-run resumes only when it would have produced the same outputs.
+batches are appended to ``<output>.partial`` as they complete. Its first line is a key
+naming the weights (a fingerprint of the model and adapter files), the prompt, the
+generation settings and the data (a fingerprint of every id, dialogue and reference), so an
+interrupted run resumes only when it would produce the same outputs; anything else starts
+afresh. A crash can cut the file anywhere, even inside a UTF-8 character: only whole lines
+count, and the torn tail is cut off before new rows are appended.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -17,37 +19,71 @@ from pathlib import Path
 from typing import Any
 
 from dialogtune.data.records import Record
+from dialogtune.data.sources import data_fingerprint
 from dialogtune.generation import GenerationSettings, generate
+from dialogtune.models.fingerprint import digest, weights_fingerprint
 from dialogtune.models.loading import LoadedModel
 from dialogtune.prompts import PromptTemplate
 
 
-def run_key(loaded: LoadedModel, settings: GenerationSettings, template: PromptTemplate) -> str:
-    payload = {"model": loaded.describe(), "generation": settings.to_dict(), "prompt": template.to_dict()}
-    if loaded.adapter:  # an adapter retrained in place must not reuse old outputs
-        weights = Path(loaded.adapter) / "adapter_model.safetensors"
-        payload["adapter_mtime"] = weights.stat().st_mtime_ns if weights.exists() else None
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def run_key(
+    loaded: LoadedModel, settings: GenerationSettings, template: PromptTemplate, records: Sequence[Record]
+) -> str:
+    """What determines the outputs: weights, prompt, decoding and the data."""
+    return digest(
+        {
+            "model": loaded.describe(),
+            "weights": weights_fingerprint(loaded),
+            "generation": settings.to_dict(),
+            "prompt": template.to_dict(),
+            "data": data_fingerprint(records),
+        }
+    )
 
 
-def _read_partial(path: Path, key: str) -> dict[str, str]:
-    if not path.is_file():
-        return {}
+def read_partial(path: Path, key: str) -> tuple[dict[str, str], int]:
+    """The finished rows of a partial file made with ``key``, and the byte length of its whole lines.
+
+    A missing file, another key or an unreadable header give ``({}, 0)``: start afresh.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}, 0
+    lines = data.split(b"\n")
+    lines.pop()  # whatever follows the last newline is a torn tail (or empty)
+    if not lines:
+        return {}, 0
+    try:
+        header = json.loads(lines[0].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}, 0
+    if not isinstance(header, dict) or header.get("key") != key:
+        return {}, 0
     done: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        header = handle.readline()
+    good = len(lines[0]) + 1
+    for raw in lines[1:]:
         try:
-            if json.loads(header).get("key") != key:
-                return {}
-        except json.JSONDecodeError:
-            return {}
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut by a crash: everything before it is good
-            done[row["id"]] = row["prediction"]
-    return done
+            row = json.loads(raw.decode("utf-8"))
+            done[str(row["id"])] = str(row["prediction"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            break  # a damaged line: everything before it is good, everything after is dropped
+        good += len(raw) + 1
+    return done, good
+
+
+def _open_partial(path: Path, key: str, good: int):  # -> BinaryIO
+    """Open the partial file for appending after its last good byte (a fresh file gets the key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if good == 0:
+        handle = path.open("wb")
+        handle.write((json.dumps({"key": key}) + "\n").encode("utf-8"))
+        handle.flush()
+        return handle
+    handle = path.open("r+b")
+    handle.truncate(good)  # drop a torn tail so new rows never glue onto a fragment
+    handle.seek(good)
+    return handle
 
 
 def predict_records(
@@ -60,24 +96,22 @@ def predict_records(
     progress: bool | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """Predictions in record order, plus timing stats; resumes from ``partial_path``."""
-    key = run_key(loaded, settings, template)
+    key = run_key(loaded, settings, template, records)
     partial = Path(partial_path) if partial_path is not None else None
-    done = _read_partial(partial, key) if partial is not None else {}
+    done, good = read_partial(partial, key) if partial is not None else ({}, 0)
+    wanted = {r.id for r in records}
+    done = {i: text for i, text in done.items() if i in wanted}
     todo = [r for r in records if r.id not in done]
-    handle = None
-    if partial is not None:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not done
-        handle = partial.open("w" if fresh else "a", encoding="utf-8")
-        if fresh:
-            handle.write(json.dumps({"key": key}) + "\n")
-            handle.flush()
+    handle = _open_partial(partial, key, good) if partial is not None and todo else None
 
     def save(indices: list[int], texts: list[str]) -> None:
         if handle is None:
             return
-        for i, text in zip(indices, texts):
-            handle.write(json.dumps({"id": todo[i].id, "prediction": text}, ensure_ascii=False) + "\n")
+        lines = "".join(
+            json.dumps({"id": todo[i].id, "prediction": text}, ensure_ascii=False) + "\n"
+            for i, text in zip(indices, texts)
+        )
+        handle.write(lines.encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -96,6 +130,7 @@ def predict_records(
         "resumed": len(records) - len(todo),
         "generation_seconds": round(seconds, 3),
         "seconds_per_dialogue": round(seconds / len(todo), 4) if todo else None,
+        "prompt_tokens": result.prompt_tokens,
         "generated_tokens": result.generated_tokens,
         "tokens_per_second": round(result.generated_tokens / seconds, 2) if todo and seconds > 0 else None,
         "run_key": key,

@@ -8,6 +8,7 @@ verbs stay fast (torch/transformers load only when a verb needs them).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from dialogtune import __version__
-from dialogtune.errors import DialogtuneError, describe_os_error
+from dialogtune.errors import DialogtuneError
 from dialogtune.io import find_lone_surrogate
 
 # verb -> (module under dialogtune.cli, one-line help)
@@ -99,13 +100,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DialogtuneError as exc:
         print(f"dialogtune: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:
-        # A path no verb anticipated (permission denied, a directory, ...): still one line.
-        print(f"dialogtune: error: {describe_os_error(exc)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("dialogtune: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        message = os_error_line(exc)
+        if message is None:
+            raise  # no file involved: a bug, to be reported with its traceback
+        print(f"dialogtune: error: {message}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line for an operating-system error about a file (disk full, permissions, ...)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the device{where}; nothing finished was lost (outputs are written "
+            "atomically, unfinished predictions stay in *.partial files): free space and rerun the command"
+        )
+    if exc.filename is None:
+        return None
+    return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from dialogtune.cli.common import add_data_args, data_config_from_args, positive_int
 from dialogtune.cli.model_args import (
@@ -28,6 +29,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-stemmer", action="store_true", help="disable the Porter stemmer")
     group.add_argument("--n-resamples", type=positive_int, default=1000, help="bootstrap resamples for CIs")
     parser.add_argument("--output-dir", required=True, help="run directory to write")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an evaluation of another model, adapter, data or settings in --output-dir",
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics object as JSON")
     parser.set_defaults(func=run)
 
@@ -48,7 +54,13 @@ def run(args: argparse.Namespace) -> int:
     )
     records = load_records(spec.data, require_references=True)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
-    metrics = evaluate_to_dir(loaded, records, spec, args.output_dir)
+    metrics = evaluate_to_dir(loaded, records, spec, args.output_dir, overwrite=args.overwrite)
+    if metrics.get("reused"):
+        print(
+            f"{args.output_dir} already holds this evaluation (same weights, data and settings); "
+            "reusing it (delete the folder to run it again)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(metrics, indent=2, default=str))
     else:

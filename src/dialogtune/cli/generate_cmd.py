@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from dialogtune.cli.common import add_data_args, data_config_from_args
 from dialogtune.cli.model_args import (
@@ -12,6 +11,7 @@ from dialogtune.cli.model_args import (
     generation_settings_from_args,
     prompt_from_args,
 )
+from dialogtune.errors import ConfigError
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +20,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_generation_args(parser)
     parser.add_argument("--output", required=True, help="predictions JSONL file to write")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier predictions file at --output"
+    )
+    parser.add_argument(
         "--no-resume", action="store_true", help="ignore outputs of an interrupted earlier run"
     )
     parser.set_defaults(func=run)
@@ -27,17 +30,28 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dialogtune.data import load_records
-    from dialogtune.evaluation.predictions import prediction_row, write_predictions
+    from dialogtune.data.sources import source_files
+    from dialogtune.evaluation.predictions import looks_like_predictions, prediction_row, write_predictions
     from dialogtune.models.loading import load_model
+    from dialogtune.ownership import check_output_file
     from dialogtune.predict import predict_records
 
     data = data_config_from_args(args)
     settings = generation_settings_from_args(args)
     template = prompt_from_args(args)
     records = load_records(data)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
-    output = Path(args.output)
+    # Checked before any generation: a bad --output must not cost minutes of work first.
+    output = check_output_file(
+        args.output,
+        what="--output",
+        inputs=source_files(data),
+        recognise=looks_like_predictions,
+        overwrite=args.overwrite,
+    )
     partial = output.with_name(output.name + ".partial")
+    if partial.is_dir():
+        raise ConfigError(f"{partial} is a folder; it is where unfinished predictions are kept")
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
     if args.no_resume:
         partial.unlink(missing_ok=True)
     predictions, stats = predict_records(loaded, records, settings, template, partial_path=partial)

@@ -8,6 +8,7 @@ safetensors + tokenizer, built under a temporary name and renamed into place.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from dialogtune.cli.model_args import add_model_args
@@ -17,6 +18,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser, adapter=False)
     parser.add_argument("--adapter", required=True, help="LoRA adapter directory (made by dialogtune train)")
     parser.add_argument("--output", required=True, help="directory to write the merged model to")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier merge output at --output"
+    )
     parser.set_defaults(func=run)
 
 
@@ -26,15 +30,27 @@ def run(args: argparse.Namespace) -> int:
     from dialogtune.models.adapters import merge_adapter
     from dialogtune.models.loading import load_model
     from dialogtune.models.params import count_parameters
+    from dialogtune.ownership import MARKER, claim_output_dir, refuse_protected
 
-    output = Path(args.output).resolve()
-    if output == Path(args.adapter).resolve():
-        raise ConfigError("--output must differ from --adapter (the adapter would be replaced)")
+    output = Path(args.output).expanduser()
+    adapter = Path(args.adapter).expanduser().resolve()
+    if output.resolve() == adapter or adapter in output.resolve().parents:
+        raise ConfigError("--output must not be the adapter folder or inside it")
+    # Only an earlier merge output may be replaced, and only with --overwrite; checked before loading.
+    output, state = claim_output_dir(output, "merge", overwrite=False, what="--output")
+    if state == "ours" and not args.overwrite:
+        raise ConfigError(f"--output {output} already holds a merged model; pass --overwrite to replace it")
+    if state == "ours":
+        refuse_protected(output)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
     merged = merge_adapter(loaded)
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output) as tmp:  # swapped into place whole: readers never see half a model
         merged.save_pretrained(str(tmp), safe_serialization=True)
         loaded.tokenizer.save_pretrained(str(tmp))
+        (tmp / MARKER).write_text(
+            json.dumps({"kind": "merge", "base_model": loaded.spec.raw, "adapter": str(adapter)}) + "\n",
+            encoding="utf-8",
+        )
     counts = count_parameters(merged)
     note = " (RANDOM WEIGHTS base)" if loaded.spec.is_random else ""
     print(f"merged {args.adapter} into {loaded.spec.raw}{note}: {counts['total']:,} parameters -> {output}")

@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from dialogtune.training.recipe import train
 
+    if args.no_progress:  # also transformers' own bars (e.g. "Writing model shards" at each save)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
     result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if result.metadata:  # only the main process writes and reports
         meta = result.metadata

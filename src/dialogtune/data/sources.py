@@ -90,6 +90,19 @@ def data_fingerprint(records: Iterable[Record]) -> str:
     return fingerprint_texts(texts())
 
 
+def source_files(config: DataConfig) -> list[Path]:
+    """The local files a data config reads (none for a hub id): outputs must never replace them."""
+    path = Path(config.source).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        try:
+            return find_split_files(path, config.split)
+        except DataError:
+            return []
+    return []
+
+
 def looks_like_hub_id(source: str) -> bool:
     """``owner/name`` that is not a path to a data file."""
     return bool(_HUB_ID.fullmatch(source)) and not source.lower().endswith(SUFFIXES)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,17 @@ def write_predictions(path: str | os.PathLike[str], rows: Iterable[Mapping[str, 
         out.update({key: value for key, value in row.items() if key not in out})
         ordered.append(out)
     write_jsonl(path, ordered)
+
+
+def looks_like_predictions(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a predictions file dialogtune wrote (its first row has id and prediction)."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(1 << 22)
+        row = json.loads(first.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(row, dict) and "id" in row and isinstance(row.get("prediction"), str)
 
 
 def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -6,22 +6,27 @@ Layout (DESIGN.md): ``config.yaml`` (resolved), ``metadata.json``,
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dialogtune.data.config import DataConfig
 from dialogtune.data.records import Record
 from dialogtune.data.sources import data_fingerprint
-from dialogtune.errors import DataError
+from dialogtune.errors import ConfigError, DataError
 from dialogtune.evaluation.metrics import compute_metrics
 from dialogtune.evaluation.predictions import prediction_row, write_predictions
 from dialogtune.evaluation.rouge import RougeSettings
 from dialogtune.generation import GenerationSettings
 from dialogtune.io import write_json
+from dialogtune.models.fingerprint import weights_fingerprint
 from dialogtune.models.loading import LoadedModel
 from dialogtune.models.params import count_parameters
+from dialogtune.ownership import claim_output_dir, mark, refuse_protected, remove_tree
 from dialogtune.predict import predict_records
 from dialogtune.prompts import PromptTemplate
 from dialogtune.runinfo import run_metadata, write_yaml
@@ -39,41 +44,101 @@ class EvaluationSpec:
     seed: int = 0
 
 
+# What makes two evaluations the same: a folder holding another one is never mixed into.
+_IDENTITY = (
+    "model",
+    "adapter",
+    "weights",
+    "data_fingerprint",
+    "data",
+    "generation",
+    "prompt",
+    "rouge",
+    "bootstrap",
+)
+
+
+def _saved_config(out: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _changed(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    normal = json.loads(json.dumps(config, default=str))
+    return [key for key in _IDENTITY if saved.get(key) != normal.get(key)]
+
+
+def _finished(out: Path, split: str) -> bool:
+    return all(
+        (out / name).is_file()
+        for name in ("metadata.json", f"metrics/{split}.json", f"predictions/{split}.jsonl")
+    )
+
+
 def evaluate_to_dir(
     loaded: LoadedModel,
     records: list[Record],
     spec: EvaluationSpec,
     output_dir: str | Path,
     *,
+    overwrite: bool = False,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Generate, score and write a run directory; returns the metrics object."""
+    """Generate, score and write a run directory; returns the metrics object.
+
+    A folder that already holds this very evaluation (same weights, data and settings) is resumed
+    when interrupted and reused when finished (``metrics["reused"]``). One holding an evaluation
+    of another model, adapter, data or settings is refused unless ``overwrite``, which replaces
+    it. A folder holding anything else is always refused.
+    """
     if not records:
         raise DataError("no records to evaluate (check --limit/--every/--sample)")
     missing = next((r for r in records if not r.references), None)
     if missing is not None:
         raise DataError(f"record '{missing.id}' has no reference summary: evaluate needs references")
     started = time.time()
-    out = Path(output_dir)
     split = spec.data.split
+    fingerprint = data_fingerprint(records)
     config = {
         "model": loaded.spec.raw,
         "adapter": loaded.adapter,
+        "weights": weights_fingerprint(loaded),
         "random_weights": loaded.spec.is_random,
         "data": spec.data.to_dict(),
+        "data_fingerprint": fingerprint,
         "generation": spec.generation.to_dict(),
         "prompt": spec.prompt.to_dict(),
         "rouge": spec.rouge.to_dict(),
         "bootstrap": {"n_resamples": spec.n_resamples, "seed": spec.seed},
     }
+    out, state = claim_output_dir(output_dir, "eval", overwrite=False, what="output folder")
+    if state == "ours":
+        saved = _saved_config(out)
+        changed = _changed(saved, config)
+        finished = _finished(out, split)
+        if not changed and finished:  # the same weights, data and settings: nothing to redo
+            metrics = json.loads((out / "metrics" / f"{split}.json").read_text(encoding="utf-8"))
+            metrics["reused"] = True
+            return metrics
+        if changed and not overwrite:
+            raise ConfigError(
+                f"{out} holds an evaluation of {saved.get('model')}"
+                + (f" + adapter {saved.get('adapter')}" if saved.get("adapter") else "")
+                + f" that differs in {', '.join(changed)}; choose another output folder or pass "
+                "--overwrite to replace it"
+            )
+        if changed:  # and overwrite: replace it
+            refuse_protected(out)
+            remove_tree(out)
+    partial = out / "predictions" / f"{split}.jsonl.partial"
+    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "eval")
     write_yaml(out / "config.yaml", config)
     predictions, stats = predict_records(
-        loaded,
-        records,
-        spec.generation,
-        spec.prompt,
-        partial_path=out / "predictions" / f"{split}.jsonl.partial",
-        progress=progress,
+        loaded, records, spec.generation, spec.prompt, partial_path=partial, progress=progress
     )
     metrics, per_example = compute_metrics(
         predictions,
@@ -84,23 +149,25 @@ def evaluate_to_dir(
     )
     metrics["model"] = loaded.describe()
     metrics["generation"] = {**spec.generation.to_dict(), **stats}
-    metrics["data"] = {**spec.data.to_dict(), "fingerprint": data_fingerprint(records)}
+    metrics["data"] = {**spec.data.to_dict(), "fingerprint": fingerprint}
     if loaded.spec.is_random:
         metrics["warning"] = "RANDOM WEIGHTS: these numbers say nothing about a pretrained model"
     rows = [prediction_row(r, p, e) for r, p, e in zip(records, predictions, per_example)]
     write_predictions(out / "predictions" / f"{split}.jsonl", rows)
     write_json(out / "metrics" / f"{split}.json", metrics)
-    (out / "predictions" / f"{split}.jsonl.partial").unlink(missing_ok=True)
     write_json(
         out / "metadata.json",
         run_metadata(
             started,
             model=loaded.describe(),
+            weights_fingerprint=config["weights"],
             parameters=count_parameters(loaded.model),
-            data_fingerprint=metrics["data"]["fingerprint"],
+            data_fingerprint=fingerprint,
             generation_stats=stats,
         ),
     )
+    # Last: until every file above is written, a rerun can still finish from the partial rows.
+    partial.unlink(missing_ok=True)
     return metrics
 
 

@@ -25,7 +25,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
 import time
@@ -38,6 +37,7 @@ from dialogtune.data.records import Record
 from dialogtune.errors import DataError, DialogtuneError
 from dialogtune.experiments.config import ExperimentConfig, ModelEntry, resolve_config_path
 from dialogtune.io import read_json_file, read_yaml_file, write_json
+from dialogtune.ownership import claim_output_dir, mark, remove_tree
 from dialogtune.report.collect import EXPERIMENT_MANIFEST
 
 STAGE_FILE = "stage.json"
@@ -283,14 +283,15 @@ def _eval_stage(
         log(f"[eval {name}] reused (stage key {key})")
         return StageOutcome("eval", name, stage_dir, key, True, 0.0)
     if stage:  # a finished evaluation with other settings: its files must not mix with the new ones
-        shutil.rmtree(stage_dir)
+        remove_tree(stage_dir)
     started = time.perf_counter()
     log(
         f"[eval {name}] generating for {len(records)} dialogues with {model}"
         + (f" + adapter {adapter}" if adapter else "")
     )
     loaded = load_model(model, dtype=ev.dtype, device=ev.device, adapter=adapter)
-    metrics = evaluate_to_dir(loaded, records, spec, stage_dir, progress=progress)
+    # The stage folder is the runner's own: an evaluation with other settings in it is replaced.
+    metrics = evaluate_to_dir(loaded, records, spec, stage_dir, overwrite=True, progress=progress)
     del loaded
     gc.collect()
     write_stage(stage_dir, "eval", key, {"weights": weights, **settings})
@@ -344,7 +345,9 @@ def run_experiment(
 
     out = Path(experiment.output_dir).expanduser().resolve()
     check_training_configs(experiment)  # a typo in the last variant fails now, not after hours of training
+    claim_output_dir(out, "experiment", overwrite=False, what="output_dir")  # never into a user's folder
     out.mkdir(parents=True, exist_ok=True)
+    mark(out, "experiment")
     write_yaml(out / "experiment.yaml", _normalised(experiment.to_dict()))
     result = ExperimentResult(output_dir=out)
     records = load_records(experiment.evaluation.data, require_references=True)

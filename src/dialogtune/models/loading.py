@@ -61,6 +61,7 @@ class LoadedModel:
     kind: ModelKind
     spec: ModelSpec
     adapter: str | None = None
+    seed: int = 0  # the initialisation seed of random: specs (part of their identity)
 
     @property
     def device(self) -> torch.device:
@@ -281,7 +282,7 @@ def load_model(
     tokenizer.padding_side = kind.padding_side
     model.to(target)
     model.eval()
-    loaded = LoadedModel(model=model, tokenizer=tokenizer, kind=kind, spec=spec)
+    loaded = LoadedModel(model=model, tokenizer=tokenizer, kind=kind, spec=spec, seed=seed)
     if adapter is not None:
         from dialogtune.models.adapters import attach_adapter
 

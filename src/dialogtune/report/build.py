@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from dialogtune.errors import ConfigError, DataError
-from dialogtune.io import write_json, write_text
+from dialogtune.io import atomic_open, write_json, write_text
+from dialogtune.ownership import claim_output_dir, mark
 from dialogtune.report import faithfulness as faith
 from dialogtune.report import plots
 from dialogtune.report.collect import RunSummary, lookup
@@ -90,8 +91,8 @@ def _overview(runs: Sequence[RunSummary], baseline: RunSummary) -> Section:
     if not _same([_fingerprint(r) for r in runs]):
         blocks.append(
             Paragraph(
-                "The runs were evaluated on different data (fingerprints differ): paired tests use "
-                "only the dialogues they share.",
+                "The runs were evaluated on different data (fingerprints differ): paired tests and "
+                "examples use only the dialogues they share (same id, dialogue and references).",
                 "warning",
             )
         )
@@ -329,13 +330,16 @@ def write_report(
     runs: Sequence[RunSummary], output_dir: str | Path, options: ReportOptions | None = None
 ) -> dict[str, Path]:
     """Write report.md, report.html, report.json and the PNGs into ``output_dir``; returns the paths."""
-    out = Path(output_dir)
+    # A report folder is regenerated in place; a folder holding anything else is never written into.
+    out, _ = claim_output_dir(output_dir, "report", overwrite=False, what="report folder")
     doc, numbers = build_document(runs, options)
+    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "report")
     paths = {"markdown": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
     for image in doc.images():
         target = out / image.filename
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(image.png)
+        with atomic_open(target, "wb") as handle:
+            handle.write(image.png)
         paths[image.filename] = target
     write_text(paths["markdown"], render_markdown(doc))
     write_text(paths["html"], render_html(doc))

@@ -39,6 +39,15 @@ EXPERIMENT_MANIFEST = "experiment.json"
 _SPLIT_PREFERENCE = ("test", "validation")
 
 
+def same_example(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Two prediction rows are about the same example: same dialogue and same references."""
+    if a is None or b is None:
+        return False
+    return a.get("dialogue") == b.get("dialogue") and list(a.get("references") or []) == list(
+        b.get("references") or []
+    )
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping, or ``{}`` when the file is absent; anything unreadable is a DataError."""
     if not path.exists():

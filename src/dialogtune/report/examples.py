@@ -10,14 +10,18 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from dialogtune.report.collect import RunSummary
+from dialogtune.report.collect import RunSummary, same_example
 from dialogtune.report.document import ExampleBlock, ExampleOutput
 
 
 def common_ids(runs: Sequence[RunSummary]) -> list[str]:
-    """Ids every run predicted, in the first run's order."""
-    others = [set(r.rows_by_id) for r in runs[1:]]
-    return [i for i in runs[0].rows_by_id if all(i in ids for ids in others)]
+    """Ids every run predicted for the same dialogue and references, in the first run's order.
+
+    An id alone is not enough: two evaluations on other data may share ids (``validation_0``)
+    for different dialogues, and pairing those would compare unrelated summaries.
+    """
+    first = runs[0].rows_by_id
+    return [i for i in first if all(same_example(first[i], r.rows_by_id.get(i)) for r in runs[1:])]
 
 
 def disagreement(runs: Sequence[RunSummary], example_id: str, metric: str) -> float:

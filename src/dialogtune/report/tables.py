@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dialogtune.evaluation.bootstrap import paired_bootstrap
-from dialogtune.report.collect import RunSummary, lookup
+from dialogtune.report.collect import RunSummary, lookup, same_example
 from dialogtune.report.document import Table
 
 DASH = "\u2014"
@@ -119,9 +119,17 @@ class Comparison:
 
 
 def paired_scores(a: RunSummary, b: RunSummary, metric: str) -> tuple[list[float], list[float]]:
-    """Per-example scores of ``a`` and ``b`` on the dialogues (ids) both have, in ``a``'s order."""
+    """Per-example scores of ``a`` and ``b`` on the dialogues both scored (same id, same dialogue and
+    references: ids alone may coincide across different data), in ``a``'s order."""
     b_scores = b.scores_by_id
-    common = [i for i, s in a.scores_by_id.items() if i in b_scores and metric in s and metric in b_scores[i]]
+    common = [
+        i
+        for i, s in a.scores_by_id.items()
+        if i in b_scores
+        and metric in s
+        and metric in b_scores[i]
+        and same_example(a.rows_by_id.get(i), b.rows_by_id.get(i))
+    ]
     return [a.scores_by_id[i][metric] for i in common], [b_scores[i][metric] for i in common]
 
 

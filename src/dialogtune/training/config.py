@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -201,8 +202,9 @@ class TrainingSettings:
             "lr_scheduler": self.lr_scheduler in SCHEDULERS,
         }
         for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"training.{key} has an invalid value: {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"training.{key} has an invalid value: {value!r}")
         if self.deepspeed is not None:  # transformers reads it much later, with a traceback if broken
             read_json_file(self.deepspeed, ConfigError)
 
@@ -283,6 +285,10 @@ class TrainConfig:
         check_seed("seed", self.seed)
         if not self.model.strip():
             raise ConfigError("model must be a non-empty model spec")
+        if not str(self.output_dir).strip():
+            raise ConfigError(
+                "output_dir must be a non-empty path (an empty one would mean the working directory)"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(
                 f"device must be auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES), got '{self.device}'"
@@ -443,9 +449,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
 from dialogtune.data.records import Record
@@ -34,6 +35,14 @@ from dialogtune.io import write_json
 from dialogtune.models.loading import LoadedModel, load_model
 from dialogtune.models.lora import apply_lora
 from dialogtune.models.params import count_parameters, format_parameters
+from dialogtune.ownership import (
+    check_output_path,
+    is_empty_dir,
+    mark,
+    output_kind,
+    refuse_protected,
+    remove_tree,
+)
 from dialogtune.runinfo import run_metadata, write_yaml
 from dialogtune.training.callbacks import RougeProbe, ThroughputCallback, tensorboard_callback
 from dialogtune.training.checkpoint import (
@@ -51,7 +60,7 @@ from dialogtune.training.precision import (
     store_frozen_weights,
     unfreeze_linears_to_fp32,
 )
-from dialogtune.training.trainer import DialogTrainer
+from dialogtune.training.trainer import DialogTrainer, TrainingDiverged
 
 
 @dataclass
@@ -151,7 +160,12 @@ def train(
     checkpoint = latest_checkpoint(run_dir / CHECKPOINTS, remove_incomplete=main) if resume else None
     if resume and main:
         print(f"resuming from {checkpoint}" if checkpoint else "no complete checkpoint: starting from step 0")
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except TrainingDiverged as exc:
+        kept = latest_checkpoint(run_dir / CHECKPOINTS, remove_incomplete=False)
+        where = f"the last good checkpoint is {kept} (kept)" if kept else "no checkpoint had been saved yet"
+        raise TrainingDiverged(f"{exc}; {where}; lower training.learning_rate and train again") from None
     loaded.model = trainer.accelerator.unwrap_model(trainer.model)  # best weights when eval.load_best
     loaded.model.eval()
     if frozen == "bf16":
@@ -294,27 +308,35 @@ def _barrier(args: TrainingArguments) -> None:
 
 
 def _check_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: a directory holding another run needs --resume (same config) or --overwrite."""
+    """Refuse to mix runs: a folder holding another run needs --resume (same config) or --overwrite,
+    and only a folder that is recognisably a dialogtune training run may be replaced."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
-    saved = run_dir / "config.yaml"
-    if overwrite or not run_dir.exists():
+    check_output_path(run_dir, "output_dir")
+    if not run_dir.exists() or is_empty_dir(run_dir):
         if resume:
-            raise ConfigError(f"nothing to resume: {run_dir} does not exist")
+            raise ConfigError(f"nothing to resume: {run_dir} holds no run")
         return
-    if not saved.is_file():
-        if any(run_dir.iterdir()):
-            raise ConfigError(
-                f"output_dir {run_dir} is not empty and holds no run; choose another or --overwrite"
-            )
+    kind = output_kind(run_dir)
+    if kind != "train":
+        holds = f"a dialogtune {kind} output" if kind else "files dialogtune did not write"
+        raise ConfigError(
+            f"output_dir {run_dir} holds {holds}; choose another output_dir (nothing was deleted)"
+        )
+    if overwrite:
+        refuse_protected(run_dir)
         return
+    saved = run_dir / "config.yaml"
     if not resume:
         raise ConfigError(
             f"{run_dir} already holds a run; use --resume to continue it or --overwrite to replace it"
         )
     if (run_dir / "metadata.json").is_file():
         raise ConfigError(f"the run in {run_dir} already finished; use --overwrite to train it again")
-    before = parse_yaml(saved.read_text(encoding="utf-8")) or {}
+    try:
+        before = parse_yaml(saved.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot resume {run_dir}: its config.yaml is unreadable ({exc})") from None
     changed = _differences(before, config.to_dict())
     if changed:
         raise ConfigError(
@@ -330,8 +352,9 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, *, overwrite: bool) -> None:
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if overwrite and run_dir.exists() and not is_empty_dir(run_dir):
+        remove_tree(run_dir)  # recognised as a training run by _check_run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)
+    mark(run_dir, "train")
     write_yaml(run_dir / "config.yaml", config.to_dict())

@@ -8,16 +8,26 @@ checkpoints, resume, early stopping) is the Trainer's own.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from transformers import Trainer
 
-from dialogtune.errors import ConfigError
+from dialogtune.errors import ConfigError, DialogtuneError
 from dialogtune.training.callbacks import RougeProbe
 from dialogtune.training.compile import RegionalCompile
 from dialogtune.training.loss import selective_causal_loss
 from dialogtune.training.sampler import LengthGroupedBatches
+
+
+class TrainingDiverged(DialogtuneError):
+    """The loss or the gradient norm became NaN or infinite: training stops before the optimizer
+    applies the step, so the weights (and every saved checkpoint) stay finite."""
+
+
+def _finite(value: Any) -> bool:
+    return value is None or math.isfinite(float(value))
 
 
 class DialogTrainer(Trainer):
@@ -49,6 +59,29 @@ class DialogTrainer(Trainer):
         model: torch.nn.Module,
         inputs: dict[str, Any],
         num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        loss = self._compiled_or_eager_step(model, inputs, num_items_in_batch)
+        # The Trainer's own NaN filter only hides a bad loss from the logs and applies the step
+        # anyway, which turns every weight into NaN. Stop before the optimizer sees it.
+        if not _finite(loss.detach()):
+            raise TrainingDiverged(
+                f"training stopped at step {self.state.global_step + 1}: the loss became {float(loss):g} "
+                f"(learning rate {self.args.learning_rate:g}); the step was not applied"
+            )
+        return loss
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        # fp16's loss scaler expects (and skips) overflowing steps; every other precision must not.
+        if not self.args.fp16 and not _finite(grad_norm):
+            raise TrainingDiverged(
+                f"training stopped at step {self.state.global_step + 1}: the gradient norm became "
+                f"{float(grad_norm):g} (learning rate {self.args.learning_rate:g}); the step was not applied"
+            )
+        return grad_norm
+
+    def _compiled_or_eager_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None
     ) -> torch.Tensor:
         if self.regional_compile is None:
             return super().training_step(model, inputs, num_items_in_batch)
