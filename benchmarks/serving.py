@@ -3,18 +3,22 @@
 (a) Each configuration runs in a fresh subprocess, which loads the model(s), runs one
     1-token generation per model/adapter (so every weight is really in memory) and
     reports its resident set size. k = 0 is the bare base model.
-(b) One registry (base + the adapters) served by uvicorn on 127.0.0.1, twice: with
-    micro-batching (max batch 16) and strictly sequential (max batch 1). 16 concurrent
-    requests, one real DialogSum validation dialogue each, adapters round-robin
-    (base, a0, a1, ...), greedy, the same max_new_tokens. Writes
-    ``benchmarks/results/serving.json``.
+(b) The server as shipped: the base + max(ks) adapters, served by uvicorn on 127.0.0.1
+    with ``ServingConfig()``'s defaults (micro-batching, max batch 16, the 10 ms batch
+    window), against the naive baseline, the same server strictly sequential
+    (``max_batch_size=1``). 16 concurrent requests, one real DialogSum validation
+    dialogue each, adapters round-robin (base, a0, a1, ...), greedy, ``max_new_tokens``
+    set by the request. Each mode runs in a fresh subprocess that also measures its own
+    memory: RSS once loaded, and its peak while serving (sampled every 20 ms).
+
+Both parts run in every invocation, so every number in ``benchmarks/results/serving.json``
+comes from the same run.
 
     python benchmarks/serving.py [--model smollm2-135m-instruct] [--ks 1 2 4] [--rank 16]
-        [--requests 16] [--max-new-tokens 48] [--max-wait-ms 50] [--threads 2 1]
-        [--part all|memory|throughput]
+        [--requests 16] [--max-new-tokens 48] [--threads 1 2]
 
 CPU timings depend on what else runs on the machine: each part records the load
-average around it. ``--threads 2 1`` measures throughput with both torch thread counts.
+average around it. ``--threads 1 2`` measures throughput with both torch thread counts.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import dataclasses
 import gc
 import json
 import os
@@ -36,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_split, save  # noqa: E402
+from _common import read_split, save  # noqa: E402
 
 MB = 1024 * 1024
-RESULT = RESULTS / "serving.json"
 
 
 def _rss() -> dict[str, float]:
@@ -107,7 +111,11 @@ def measure_memory(model: str, dirs: list[str], ks: list[int]) -> list[dict[str,
 def _serve(app, sock: socket.socket):
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    # The options `dialogtune serve` passes (connection limit), so the server is the shipped one.
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, **app.state.service.config.uvicorn_options()
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
@@ -141,61 +149,124 @@ async def _fire(
         return time.perf_counter() - start, [r[0] for r in results], [r[1] for r in results]
 
 
-def measure_throughput(
-    registry, n_requests: int, max_new_tokens: int, threads: int, max_wait_ms: float
+class PeakRSS:
+    """Samples this process's RSS every 20 ms while running (the peak of a serving run)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def child_throughput(
+    mode: str, model: str, adapter_dirs: list[str], n_requests: int, max_new_tokens: int, threads: int
 ) -> dict[str, Any]:
+    """Runs in a fresh process: one server (base + adapters), one burst of requests, its memory."""
     import torch
 
-    from dialogtune.serving import ServingConfig, create_app
+    from dialogtune.models import load_model
+    from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
 
     torch.set_num_threads(threads)
+    registry = AdapterRegistry(load_model(model))
+    for i, path in enumerate(adapter_dirs):
+        registry.load(f"a{i}", path)
+    loaded_rss = _rss()["rss_mb"]
+    # The shipped defaults; the baseline differs in one setting only.
+    config = ServingConfig() if mode == "batched" else dataclasses.replace(ServingConfig(), max_batch_size=1)
     names = [None, *registry.infos]
     dialogues = [row["dialogue"] for row in read_split("validation", n_requests)]
-    payloads = [{"dialogue": d, "adapter": names[i % len(names)]} for i, d in enumerate(dialogues)]
-    runs: dict[str, Any] = {}
-    for label, max_batch in (("sequential", 1), ("batched", 16)):
-        app = create_app(
-            registry,
-            ServingConfig(
-                max_batch_size=max_batch,
-                default_max_new_tokens=max_new_tokens,
-                max_wait_ms=max_wait_ms,
-                max_queued_dialogues=1024,
-            ),
-        )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server, thread = _serve(app, sock)
+    payloads = [
+        {"dialogue": d, "adapter": names[i % len(names)], "options": {"max_new_tokens": max_new_tokens}}
+        for i, d in enumerate(dialogues)
+    ]
+    app = create_app(registry, config)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server, thread = _serve(app, sock)
+    with PeakRSS() as peak:
         seconds, bodies, latencies = asyncio.run(_fire(f"http://127.0.0.1:{sock.getsockname()[1]}", payloads))
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
-        stats = app.state.service.batcher.stats
-        runs[label] = {
-            "max_batch_size": max_batch,
-            "seconds": round(seconds, 2),
-            "requests_per_s": round(n_requests / seconds, 3),
-            "latency_s": {"mean": round(sum(latencies) / len(latencies), 2), "max": round(max(latencies), 2)},
-            "generate_calls": stats.batches - 1,
-            "largest_batch": stats.largest_batch,  # minus warm-up
-            "summaries": [b["summary"] for b in bodies],
-        }
+    server.should_exit = True
+    thread.join(timeout=60)
+    sock.close()
+    stats = app.state.service.batcher.stats
+    return {
+        "mode": mode,
+        "max_batch_size": config.max_batch_size,
+        "max_wait_ms": config.max_wait_ms,
+        "seconds": round(seconds, 2),
+        "requests_per_s": round(n_requests / seconds, 3),
+        "latency_s": {"mean": round(sum(latencies) / len(latencies), 2), "max": round(max(latencies), 2)},
+        "generate_calls": stats.batches - 1,  # minus the warm-up
+        "batch_sizes": stats.batch_sizes[1:],
+        "rss_mb": {"loaded": loaded_rss, "peak_serving": round(peak.peak / MB, 1)},
+        "adapters_round_robin": names,
+        "summaries": [b["summary"] for b in bodies],
+    }
+
+
+def measure_throughput(
+    model: str, dirs: list[str], n_requests: int, max_new_tokens: int, threads: int
+) -> dict[str, Any]:
+    runs: dict[str, Any] = {}
+    for mode in ("sequential", "batched"):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child-throughput",
+            mode,
+            "--model",
+            model,
+            "--requests",
+            str(n_requests),
+            "--max-new-tokens",
+            str(max_new_tokens),
+            "--threads",
+            str(threads),
+            "--",  # the adapter folders; --threads takes several numbers
+            *dirs,
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+        run = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"throughput {threads} thread(s) {label:10s}: {seconds:.1f} s for {n_requests} requests "
-            f"({runs[label]['requests_per_s']:.2f} req/s, {stats.batches - 1} generate calls)",
+            f"throughput {threads} thread(s) {mode:10s}: {run['seconds']:.1f} s for {n_requests} requests "
+            f"({run['requests_per_s']:.2f} req/s, batches {run['batch_sizes']}), "
+            f"RSS {run['rss_mb']['loaded']:.0f} MB loaded, {run['rss_mb']['peak_serving']:.0f} MB peak",
             flush=True,
         )
+        runs[mode] = run
     same = sum(a == b for a, b in zip(runs["batched"]["summaries"], runs["sequential"]["summaries"]))
+    names = runs["batched"]["adapters_round_robin"]
     for run in runs.values():
+        run.pop("mode")
+        run.pop("adapters_round_robin")
         run["example_summaries"] = run.pop("summaries")[:3]
     return {
         "torch_threads": threads,
         "requests": n_requests,
         "max_new_tokens": max_new_tokens,
-        "max_wait_ms": max_wait_ms,
         "adapters_round_robin": names,
         **runs,
         "speedup": round(runs["sequential"]["seconds"] / runs["batched"]["seconds"], 2),
+        "peak_rss_batched_over_sequential": round(
+            runs["batched"]["rss_mb"]["peak_serving"] / runs["sequential"]["rss_mb"]["peak_serving"], 2
+        ),
         "identical_outputs": f"{same}/{n_requests}",
     }
 
@@ -214,28 +285,29 @@ def main() -> None:
         default=None,
         help="torch thread counts to measure throughput with (default: torch's default)",
     )
-    parser.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=50.0,
-        help="batching window; 50 ms catches a burst of requests on a slow CPU (default: 50)",
-    )
-    parser.add_argument(
-        "--part",
-        choices=["all", "memory", "throughput"],
-        default="all",
-        help="run one part only; the other keeps its numbers from the previous results file",
-    )
     parser.add_argument("--child-memory", choices=["adapters", "merged"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-throughput", choices=["sequential", "batched"], help=argparse.SUPPRESS)
     parser.add_argument("adapter_dirs", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
         print(json.dumps(child_memory(args.child_memory, args.model, args.adapter_dirs)))
         return
+    if args.child_throughput:
+        run = child_throughput(
+            args.child_throughput,
+            args.model,
+            args.adapter_dirs,
+            args.requests,
+            args.max_new_tokens,
+            args.threads[0],
+        )
+        print(json.dumps(run))
+        return
+
+    import torch
 
     from dialogtune.serving.demo_adapters import make_random_adapter
 
-    previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     result: dict[str, Any] = {"benchmark": "serving", "model": args.model}
     with tempfile.TemporaryDirectory(prefix="dialogtune-bench-") as tmp:
         # r=16 on attention + MLP (the Llama-family default targets), random non-zero B.
@@ -243,35 +315,32 @@ def main() -> None:
             str(make_random_adapter(args.model, Path(tmp) / f"a{i}", seed=i + 1, r=args.rank, scale=0.02))
             for i in range(max(args.ks))
         ]
-        if args.part in ("all", "memory"):
-            result["memory"] = timed(
-                lambda: summarize_memory(measure_memory(args.model, dirs, args.ks), dirs, args.rank, args.ks)
-            )
-        if args.part in ("all", "throughput"):
-            result["throughput"] = timed(lambda: run_throughput(args, dirs))
-    for part in ("memory", "throughput"):  # a partial run keeps the other part's earlier numbers
-        if part not in result and part in previous:
-            result[part] = {**previous[part], "note": "from an earlier run"}
-    memory, throughput = result.get("memory"), result.get("throughput")
+        result["memory"] = timed(
+            lambda: summarize_memory(measure_memory(args.model, dirs, args.ks), dirs, args.rank, args.ks)
+        )
+        threads = args.threads or [torch.get_num_threads()]
+        result["throughput"] = timed(
+            lambda: {
+                "runs": [
+                    measure_throughput(args.model, dirs, args.requests, args.max_new_tokens, t)
+                    for t in threads
+                ]
+            }
+        )
+    memory, throughput = result["memory"], result["throughput"]
     result["targets"] = {
-        "memory_grows_about_adapter_size": memory
-        and 0.5 <= memory["rss_growth_per_adapter_over_adapter_size"] <= 2,
-        "throughput_at_least_2x": throughput
-        and {str(t["torch_threads"]): t["speedup"] >= 2.0 for t in throughput["runs"]},
+        "memory_grows_about_adapter_size": 0.5 <= memory["rss_growth_per_adapter_over_adapter_size"] <= 2,
+        "throughput_at_least_2x": {str(t["torch_threads"]): t["speedup"] >= 2.0 for t in throughput["runs"]},
     }
     path = save("serving", result)
-    if memory:
-        print(
-            f"adapter {memory['adapter']['safetensors_mb']:.1f} MB; RSS +{memory['rss_growth_per_adapter_mb']} MB "
-            f"per adapter vs +{memory['rss_growth_per_merged_model_mb']} MB per merged model"
-        )
-    if throughput:
-        print(
-            "batching vs sequential: "
-            + ", ".join(
-                f"{t['speedup']:.2f}x with {t['torch_threads']} thread(s)" for t in throughput["runs"]
-            )
-        )
+    print(
+        f"adapter {memory['adapter']['safetensors_mb']:.1f} MB; RSS +{memory['rss_growth_per_adapter_mb']} MB "
+        f"per adapter vs +{memory['rss_growth_per_merged_model_mb']} MB per merged model"
+    )
+    print(
+        "batching vs sequential: "
+        + ", ".join(f"{t['speedup']:.2f}x with {t['torch_threads']} thread(s)" for t in throughput["runs"])
+    )
     print(f"wrote {path}")
 
 
@@ -308,22 +377,6 @@ def summarize_memory(rows: list[dict[str, Any]], dirs: list[str], rank: int, ks:
         "rss_growth_per_merged_model_mb": round(per_merged, 1) if per_merged else None,
         "merged_over_adapters_rss": {str(k): round(by[("merged", k)] / by[("adapters", k)], 2) for k in ks},
     }
-
-
-def run_throughput(args: argparse.Namespace, dirs: list[str]) -> dict[str, Any]:
-    import torch
-
-    from dialogtune.models import load_model
-    from dialogtune.serving import AdapterRegistry
-
-    registry = AdapterRegistry(load_model(args.model))  # one server: the base + every adapter
-    for i, path in enumerate(dirs):
-        registry.load(f"a{i}", path)
-    runs = [
-        measure_throughput(registry, args.requests, args.max_new_tokens, threads, args.max_wait_ms)
-        for threads in args.threads or [torch.get_num_threads()]
-    ]
-    return {"runs": runs}
 
 
 if __name__ == "__main__":

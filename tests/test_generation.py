@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from dialogtune.cli import main
 from dialogtune.errors import ConfigError
-from dialogtune.generation import GenerationSettings, generate
+from dialogtune.generation import GenerationSettings, build_prompts, generate
 from dialogtune.models import load_model
+from dialogtune.prompts import PromptTemplate
 
 DIALOGUES = [
     "#Person1#: Hello, how are you?\n#Person2#: Fine, thanks.",
@@ -21,25 +23,87 @@ DIALOGUES = [
 ]
 
 
-@pytest.mark.parametrize("spec", ["random:tiny-t5", "random:tiny-llama"])
-def test_batched_equals_sequential(spec):
-    loaded = load_model(spec)
-    batched = generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=4)).texts
-    sequential = generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=1)).texts
-    unsorted = generate(
-        loaded, DIALOGUES, GenerationSettings(max_new_tokens=16, batch_size=3, sort_by_length=False)
-    ).texts
-    assert batched == sequential == unsorted
+# Decoder-only models: the ragged engine, exact at every precision (generation/ragged.py).
+# Encoder-decoder models: transformers' static batches, exact in fp32.
+@pytest.mark.parametrize(
+    ("spec", "precision"),
+    [("random:tiny-llama", "fp32"), ("random:tiny-llama", "bf16"), ("random:tiny-t5", "fp32")],
+)
+def test_batched_equals_sequential(spec, precision):
+    loaded = load_model(spec, dtype=precision)
+    assert loaded.precision == precision
+
+    def run(**changes):
+        settings = GenerationSettings(max_new_tokens=16, precision=precision, **changes)
+        return generate(loaded, DIALOGUES, settings).texts
+
+    batched, sequential = run(batch_size=4), run(batch_size=1)
+    assert batched == sequential == run(batch_size=3, sort_by_length=False) == run(batch_size=16)
     assert len(set(batched)) > 1 and all(batched)  # varied, non-empty: a meaningful comparison
 
 
-def test_beam_search_and_sampling_run():
+def test_the_engine_is_what_decoder_only_models_use():
+    llama, t5 = load_model("random:tiny-llama"), load_model("random:tiny-t5")
+    assert generate(llama, DIALOGUES[:1], GenerationSettings(max_new_tokens=4)).engine == "ragged"
+    assert (
+        generate(llama, DIALOGUES[:1], GenerationSettings(max_new_tokens=4, num_beams=2)).engine == "generate"
+    )
+    assert generate(t5, DIALOGUES[:1], GenerationSettings(max_new_tokens=4)).engine == "generate"
+
+
+def test_ragged_engine_matches_transformers_generate_in_fp32(monkeypatch):
+    """The engine is a faithful greedy decoder: the same summaries as transformers' generate."""
+    import dialogtune.generation.engine as engine
+
+    loaded = load_model("random:tiny-llama", dtype="fp32")
+    settings = GenerationSettings(max_new_tokens=16, batch_size=1)
+    ours = generate(loaded, DIALOGUES, settings).texts
+    monkeypatch.setattr(engine, "supports", lambda model: False)
+    theirs = generate(loaded, DIALOGUES, settings)
+    assert theirs.engine == "generate" and theirs.texts == ours
+
+
+@pytest.mark.parametrize("force_static", [False, True])
+def test_token_counts_stop_at_the_end_of_sequence(monkeypatch, force_static):
+    """Tokens/s counts generated tokens only: a row that ended early adds no padding."""
+    import dialogtune.generation.engine as engine
+
+    if force_static:
+        monkeypatch.setattr(engine, "supports", lambda model: False)
+    loaded = load_model("random:tiny-llama", dtype="fp32")
+    settings = GenerationSettings(max_new_tokens=12, batch_size=5)
+    free = generate(loaded, DIALOGUES, settings)
+    assert free.generated_tokens == 12 * len(DIALOGUES)  # random weights: nobody stops on their own
+    # The free run's tokens, one dialogue at a time with transformers' generate (no padding).
+    prompts = loaded.kind.encode_prompts(
+        loaded.tokenizer, build_prompts(loaded, DIALOGUES, PromptTemplate(), 1024)
+    )
+    tokens = [
+        loaded.model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False)[0, len(p) :].tolist()
+        for p in prompts
+    ]
+    # Declare the first dialogue's first token an end-of-sequence token: rows stop where it appears.
+    stop = tokens[0][0]
+    loaded.model.generation_config.eos_token_id = [loaded.tokenizer.eos_token_id, stop]
+    stopped = generate(loaded, DIALOGUES, settings)
+    expected = [row.index(stop) + 1 if stop in row else 12 for row in tokens]
+    assert stopped.texts[0] == "" and min(expected) == 1 and max(expected) == 12
+    assert stopped.generated_tokens == sum(expected) < free.generated_tokens
+
+
+def test_sampling_is_seeded_per_dialogue_and_does_not_depend_on_the_batch():
+    loaded = load_model("random:tiny-llama")
+    settings = {"max_new_tokens": 8, "do_sample": True, "seed": 1, "temperature": 0.9, "top_k": 20}
+    a = generate(loaded, DIALOGUES, GenerationSettings(batch_size=4, **settings)).texts
+    b = generate(loaded, DIALOGUES, GenerationSettings(batch_size=1, **settings)).texts
+    c = generate(loaded, DIALOGUES, GenerationSettings(batch_size=4, **{**settings, "seed": 2})).texts
+    assert a == b and a != c
+
+
+def test_beam_search_runs():
     loaded = load_model("random:tiny-llama")
     beams = generate(loaded, DIALOGUES[:2], GenerationSettings(max_new_tokens=8, num_beams=3)).texts
-    assert len(beams) == 2
-    a = generate(loaded, DIALOGUES[:2], GenerationSettings(max_new_tokens=8, do_sample=True, seed=1)).texts
-    b = generate(loaded, DIALOGUES[:2], GenerationSettings(max_new_tokens=8, do_sample=True, seed=1)).texts
-    assert a == b  # seeded sampling is reproducible
+    assert len(beams) == 2 and all(isinstance(t, str) for t in beams)
 
 
 def test_truncation_keeps_instruction():
@@ -150,23 +214,23 @@ def test_generate_resumes_from_partial(tmp_path, monkeypatch, capsys):
         "--output",
         str(out),
     ]
-    import dialogtune.generation as generation
+    import dialogtune.generation.run as generation
     import dialogtune.predict as predict
 
     calls = {"n": 0}
     original = generation.tqdm.update
 
-    def crash_after_first_batch(self, n=1):
+    def crash_after_four_rows(self, n=1):  # rows are saved as they finish, before the bar moves
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 4:
             raise KeyboardInterrupt
         return original(self, n)
 
-    monkeypatch.setattr(generation.tqdm, "update", crash_after_first_batch)
+    monkeypatch.setattr(generation.tqdm, "update", crash_after_four_rows)
     assert main(args) == 130
     partial = tmp_path / "preds.jsonl.partial"
     assert partial.exists() and not out.exists()
-    assert len(partial.read_text().splitlines()) == 1 + 4  # key line + the two batches written
+    assert len(partial.read_text().splitlines()) == 1 + 4  # key line + the four finished rows
     written = [json.loads(line) for line in partial.read_text().splitlines()[1:]]
     monkeypatch.setattr(generation.tqdm, "update", original)
     asked: list[int] = []

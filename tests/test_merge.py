@@ -27,6 +27,7 @@ def test_merged_model_generates_what_base_plus_adapter_generates(tmp_path: Path,
     assert files_under(output) == {
         ".dialogtune-output.json",  # marks it as a merge output that --overwrite may replace
         "config.json",
+        "dialogtune_inference.json",  # the adapter's inference contract travels with the merge
         "generation_config.json",
         "model.safetensors",
         "tokenizer.json",
@@ -34,15 +35,15 @@ def test_merged_model_generates_what_base_plus_adapter_generates(tmp_path: Path,
     }
     assert not list(tmp_path.glob(".merged*"))  # built under a temporary name, renamed into place
 
-    unmerged = load_model(config.model, adapter=str(adapter))
-    merged = load_model(str(output))
+    unmerged = load_model(config.model, adapter=str(adapter), dtype="fp32")
+    merged = load_model(str(output), dtype="fp32")
     # A plain transformers model: no PEFT wrapper, no LoRA tensors left.
     assert not any("lora" in name for name, _ in merged.model.named_parameters())
     assert type(merged.model) is type(unmerged.model.get_base_model())
     settings = GenerationSettings(max_new_tokens=16, max_dialogue_tokens=96)
     assert generate(merged, DIALOGUES, settings).texts == generate(unmerged, DIALOGUES, settings).texts
     # ... and the adapter really changed the model, so the equality above says something.
-    base = load_model(config.model)
+    base = load_model(config.model, dtype="fp32")
     inputs = base.tokenizer(DIALOGUES, return_tensors="pt", padding=True)
     if base.kind.name == "seq2seq":
         inputs["decoder_input_ids"] = torch.zeros((2, 4), dtype=torch.long)

@@ -11,6 +11,7 @@ from dialogtune.cli import main
 from dialogtune.errors import ModelSpecError
 from dialogtune.models import CAUSAL, IGNORE_INDEX, SEQ2SEQ, load_model, resolve_spec
 from dialogtune.models.loading import choose_dtype
+from dialogtune.models.precision import resolve_precision
 from dialogtune.prompts import NOTEBOOK_TEMPLATE, PromptTemplate
 
 
@@ -52,13 +53,14 @@ def test_kind_detection_and_padding_side():
     llama = load_model("random:tiny-llama")
     assert t5.kind is SEQ2SEQ and t5.tokenizer.padding_side == "right"
     assert llama.kind is CAUSAL and llama.tokenizer.padding_side == "left"
-    assert t5.model.dtype == torch.float32  # fp32 on CPU unless asked
+    # precision auto: bf16 on CPUs with native bf16 (this machine kind), fp32 elsewhere
+    assert t5.precision == llama.precision == resolve_precision("auto", device="cpu", model_type="t5")
 
 
 def test_never_fp16_for_t5():
     with pytest.raises(ModelSpecError, match="fp16 overflows"):
         choose_dtype("fp16", torch.device("cpu"), "t5")
-    assert choose_dtype("auto", torch.device("cpu"), "llama") == torch.float32
+    assert choose_dtype("fp32", torch.device("cpu"), "llama") == torch.float32
     assert choose_dtype("bf16", torch.device("cpu"), "t5") == torch.bfloat16
 
 

@@ -1,12 +1,15 @@
-"""A real uvicorn server on 127.0.0.1: concurrent load, and graceful shutdown with requests in flight.
+"""A real uvicorn server on 127.0.0.1: concurrent load, graceful shutdown with requests in
+flight, and the connection-level guards (auth before the body, slow bodies, a bound on
+connections, a JSON 503 when the shutdown grace period runs out).
 
-Traffic stays on loopback, bounded in count (32 + 3 requests) and time (timeouts on
-every request and on server start and stop).
+Traffic stays on loopback, bounded in count and time (timeouts on every request and on
+server start and stop; each guard test takes a few seconds at most).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -50,14 +53,18 @@ def app_factory(tmp_path_factory):
 
 
 @contextmanager
-def running_server(app) -> Iterator[tuple[str, uvicorn.Server, threading.Thread]]:
-    """uvicorn in a thread on a free loopback port (bound here, so no port race)."""
+def running_server(app, graceful_s: int = 20) -> Iterator[tuple[str, uvicorn.Server, threading.Thread]]:
+    """uvicorn in a thread on a free loopback port (bound here, so no port race), with the
+    options ``dialogtune serve`` passes."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    options = app.state.service.config.uvicorn_options()
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=20)
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_s, **options
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -143,3 +150,133 @@ def test_graceful_shutdown_finishes_requests_in_flight(app_factory):
         assert not thread.is_alive()
     assert sorted(r.status_code for r in results) == [200, 200, 200]
     assert batcher.closing and batcher.stats.dialogues == 3
+
+
+def _raw_request(base_url: str, head: str, body: bytes = b"") -> socket.socket:
+    """A connection that has sent ``head`` (request line and headers) and ``body``, and waits."""
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=5)
+    conn.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+    return conn
+
+
+def _read_response(conn: socket.socket, timeout: float) -> tuple[int, dict, float]:
+    """(status, JSON body, seconds waited) of the response on ``conn``; fails after ``timeout``."""
+    conn.settimeout(timeout)
+    start, data = time.monotonic(), b""
+    try:
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pytest.fail(f"no response within {timeout} s (got {data!r})")
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body), time.monotonic() - start
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 1 << 30
+
+
+def _post_head(length: int, token: str | None = TOKEN, path: str = "/v1/summarize") -> str:
+    auth = f"Authorization: Bearer {token}\n" if token else ""
+    return (
+        f"POST {path} HTTP/1.1\nHost: test\n{auth}Content-Type: application/json\nContent-Length: {length}\n"
+    )
+
+
+def test_auth_is_checked_before_the_body_is_read(app_factory):
+    """An unauthenticated client announcing a 2 MB body is answered 401 at once, before
+    it sends a byte of it: the server never buffers bodies for strangers."""
+    with running_server(app_factory()) as (base_url, _, _):
+        for token in (None, "wrong-token"):
+            conn = _raw_request(base_url, _post_head(2_000_000, token))
+            with conn:
+                status, body, waited = _read_response(conn, timeout=3)
+                assert status == 401 and "bearer token" in body["detail"] and waited < 2
+                assert conn.recv(1) == b""  # ... and the connection is closed, body unread
+
+
+def test_slow_bodies_time_out_with_408(app_factory):
+    with running_server(app_factory(body_timeout_s=1.0)) as (base_url, _, _):
+        conn = _raw_request(base_url, _post_head(1000), b'{"dialogue": "')
+        with conn:
+            start = time.monotonic()
+            conn.settimeout(0.25)
+            for _ in range(20):  # a byte every 0.25 s keeps the connection busy, not the body on time
+                try:
+                    conn.sendall(b"x")
+                    if conn.recv(1, socket.MSG_PEEK):
+                        break
+                except TimeoutError:
+                    continue
+            status, body, _ = _read_response(conn, timeout=3)
+            assert status == 408 and "within 1" in body["detail"]
+            assert 0.9 < time.monotonic() - start < 4
+        # The server is still healthy and serves the next (prompt) client.
+        assert httpx.get(f"{base_url}/health", timeout=5).status_code == 200
+
+
+def test_open_connections_are_bounded(app_factory):
+    app = app_factory(max_connections=3, body_timeout_s=30)
+    with running_server(app) as (base_url, _, _):
+        held = [_raw_request(base_url, _post_head(100), b'{"dialogue": ') for _ in range(3)]
+        try:
+            time.sleep(0.5)  # all three are in the app, waiting for their bodies
+            response = httpx.post(f"{base_url}/v1/summarize", json={"dialogue": "x"}, headers=AUTH, timeout=5)
+            assert response.status_code == 503, response.text
+            assert "max_connections" in response.json()["detail"] and response.headers["retry-after"]
+            assert httpx.get(f"{base_url}/health", timeout=5).status_code == 200  # monitoring still answers
+        finally:
+            for conn in held:
+                conn.close()
+        deadline = time.monotonic() + 5
+        while True:  # the server notices the three clients left and takes new ones again
+            response = httpx.post(
+                f"{base_url}/v1/summarize", json={"dialogue": "x"}, headers=AUTH, timeout=30
+            )
+            if response.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert response.status_code == 200, response.text
+
+
+def test_requests_cut_off_by_the_shutdown_timeout_get_a_json_503(app_factory):
+    app = app_factory(max_batch_size=1, max_wait_ms=0)
+    batcher = app.state.service.batcher
+    real_run = batcher._run_batch
+    started, release = threading.Event(), threading.Event()
+
+    def held_run(dialogues, adapters, settings):  # a generation far longer than the grace period
+        started.set()
+        release.wait(20)
+        return real_run(dialogues, adapters, settings)
+
+    batcher._run_batch = held_run
+    results: list[httpx.Response] = []
+
+    def post(base_url):
+        results.append(
+            httpx.post(f"{base_url}/v1/summarize", json={"dialogue": DIALOGUES[0]}, headers=AUTH, timeout=30)
+        )
+
+    try:
+        with running_server(app, graceful_s=1) as (base_url, server, thread):
+            client = threading.Thread(target=post, args=(base_url,))
+            client.start()
+            assert started.wait(20)
+            server.should_exit = True  # SIGTERM; the generation outlasts the 1 s grace period
+            client.join(timeout=10)
+            assert results, "no answer after the grace period"
+            release.set()  # the generation ends; the server's lifespan shutdown can finish
+    finally:
+        release.set()
+    response = results[0]
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert "shut down" in response.json()["detail"]

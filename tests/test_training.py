@@ -130,6 +130,7 @@ DIALOGUES = [
 ]
 ADAPTER_FILES = {
     "adapter_config.json",
+    "dialogtune_inference.json",
     "adapter_model.safetensors",
     "dialogtune_base.json",
     "README.md",
@@ -138,6 +139,7 @@ ADAPTER_FILES = {
 }
 MODEL_FILES = {
     "config.json",
+    "dialogtune_inference.json",
     "generation_config.json",
     "model.safetensors",
     "tokenizer.json",
@@ -195,9 +197,9 @@ def test_train_matrix(tmp_path: Path, model: str, method: str) -> None:
     settings = GenerationSettings(max_new_tokens=12, max_dialogue_tokens=96)
     trained = generate(result.loaded, DIALOGUES, settings, config.prompt).texts
     if method == "lora":
-        reloaded = load_model(config.model, adapter=str(run / "adapter"))
+        reloaded = load_model(config.model, adapter=str(run / "adapter"), dtype="fp32")
     else:
-        reloaded = load_model(str(run / "model"))
+        reloaded = load_model(str(run / "model"), dtype="fp32")
     # A reloaded adapter is frozen; a reloaded full model is a plain model (everything trainable).
     assert count_parameters(reloaded.model)["trainable"] == (0 if method == "lora" else full_count)
     assert generate(reloaded, DIALOGUES, settings, config.prompt).texts == trained

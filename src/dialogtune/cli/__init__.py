@@ -34,6 +34,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "report": ("report_cmd", "write a comparison report from run directories"),
     "summarize": ("summarize_cmd", "summarize dialogues from a file or stdin"),
     "serve": ("serve_cmd", "serve summaries over HTTP with many LoRA adapters"),
+    "batch": ("batch_cmd", "summarize many dialogues into resumable shards, locally or on Ray"),
+    "review": ("review_cmd", "blind side-by-side review page for people; votes in SQLite"),
 }
 
 

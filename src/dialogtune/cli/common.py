@@ -7,9 +7,12 @@ keys cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import socket
 from dataclasses import fields
 
 from dialogtune.data.config import DataConfig
+from dialogtune.errors import ConfigError
 from dialogtune.seeds import seed_problem
 
 _HELP = {f.name: str(f.metadata.get("help", "")).replace("%", "%%") for f in fields(DataConfig)}
@@ -47,6 +50,35 @@ def seed_int(text: str) -> int:
     if problem is not None:
         raise argparse.ArgumentTypeError(f"a seed {problem}")
     return value
+
+
+def port_number(text: str) -> int:
+    """argparse ``type=`` for ``--port`` (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got '{text}'") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
+    return value
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Fail with one line now, rather than with uvicorn's log message after loading everything."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def add_data_args(parser: argparse.ArgumentParser, default_split: str = "validation") -> None:

@@ -10,8 +10,8 @@ from dialogtune.cli.common import add_data_args, data_config_from_args, positive
 from dialogtune.cli.model_args import (
     add_generation_args,
     add_model_args,
-    generation_settings_from_args,
-    prompt_from_args,
+    inference_inputs,
+    load_inference_model,
 )
 
 
@@ -42,18 +42,18 @@ def run(args: argparse.Namespace) -> int:
     from dialogtune.data import load_records
     from dialogtune.evaluation.rouge import RougeSettings
     from dialogtune.evaluation.run import EvaluationSpec, evaluate_to_dir, format_metrics
-    from dialogtune.models.loading import load_model
 
+    settings, template = inference_inputs(args)
     spec = EvaluationSpec(
         data=data_config_from_args(args),
-        generation=generation_settings_from_args(args),
-        prompt=prompt_from_args(args),
+        generation=settings,
+        prompt=template,
         rouge=RougeSettings(use_stemmer=not args.no_stemmer, lsum_split=args.lsum_split),
         n_resamples=args.n_resamples,
         seed=args.seed,
     )
     records = load_records(spec.data, require_references=True)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
+    loaded = load_inference_model(args, settings)
     metrics = evaluate_to_dir(loaded, records, spec, args.output_dir, overwrite=args.overwrite)
     if metrics.get("reused"):
         print(

@@ -8,8 +8,8 @@ from dialogtune.cli.common import add_data_args, data_config_from_args
 from dialogtune.cli.model_args import (
     add_generation_args,
     add_model_args,
-    generation_settings_from_args,
-    prompt_from_args,
+    inference_inputs,
+    load_inference_model,
 )
 from dialogtune.errors import ConfigError
 
@@ -32,13 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from dialogtune.data import load_records
     from dialogtune.data.sources import source_files
     from dialogtune.evaluation.predictions import looks_like_predictions, prediction_row, write_predictions
-    from dialogtune.models.loading import load_model
     from dialogtune.ownership import check_output_file
     from dialogtune.predict import predict_records
 
     data = data_config_from_args(args)
-    settings = generation_settings_from_args(args)
-    template = prompt_from_args(args)
+    settings, template = inference_inputs(args)
     records = load_records(data)
     # Checked before any generation: a bad --output must not cost minutes of work first.
     output = check_output_file(
@@ -51,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     partial = output.with_name(output.name + ".partial")
     if partial.is_dir():
         raise ConfigError(f"{partial} is a folder; it is where unfinished predictions are kept")
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
+    loaded = load_inference_model(args, settings)
     if args.no_resume:
         partial.unlink(missing_ok=True)
     predictions, stats = predict_records(loaded, records, settings, template, partial_path=partial)

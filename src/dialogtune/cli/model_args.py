@@ -1,18 +1,33 @@
-"""Shared CLI arguments for model, adapter, prompt and generation settings."""
+"""Shared CLI arguments for model, adapter, precision, prompt and generation settings.
+
+Generation and prompt flags come from the dataclasses' fields (:mod:`dialogtune.cli.fields`).
+What is not given on the command line comes from the adapter's (or fine-tuned model's) saved
+inference contract — the prompt, system message and lengths it was trained with — and only
+then from the defaults. This module imports no torch, so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from dialogtune.cli.common import seed_int
+from dialogtune.cli.common import positive_int, seed_int
+from dialogtune.cli.fields import add_fields, given_values
 from dialogtune.errors import ConfigError
+from dialogtune.generation.settings import PRECISIONS, GenerationSettings
 from dialogtune.io import read_text_file
 from dialogtune.models.specs import DEFAULT_MODEL
-from dialogtune.prompts import NOTEBOOK_TEMPLATE, PromptTemplate
+from dialogtune.prompts import PromptTemplate
+
+if TYPE_CHECKING:
+    from dialogtune.models.contract import InferenceContract
+
+NO_SYSTEM = "\x00none"  # --no-system-prompt: no system message, whatever the contract says
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, adapter: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser, *, adapter: bool = True, precision: str = "auto") -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -20,76 +35,132 @@ def add_model_args(parser: argparse.ArgumentParser, *, adapter: bool = True) -> 
         help=f"hub id, local dir, .gguf file, {DEFAULT_MODEL} or random:<name> (default: %(default)s)",
     )
     if adapter:
+        group.add_argument("--adapter", default=None, help="adapter directory to load (frozen) on the base")
         group.add_argument(
-            "--adapter", default=None, help="LoRA adapter directory to load (frozen) on the base"
+            "--merge",
+            choices=["auto", "yes", "no"],
+            default="auto",
+            help="fold the adapter into a private copy of the base weights for speed (auto: when PEFT can)",
         )
-    group.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), fp32, bf16, fp16")
+    group.add_argument(
+        "--precision",
+        "--dtype",  # the earlier name, kept working
+        dest="precision",
+        choices=[*PRECISIONS, "float32", "bfloat16", "float16"],
+        default=precision,
+        help=GenerationSettings.__dataclass_fields__["precision"].metadata["help"]
+        + " (default: %(default)s)",
+    )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
 
 
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation (greedy by default)")
-    group.add_argument("--max-new-tokens", type=int, default=200)
-    group.add_argument("--num-beams", type=int, default=1)
-    group.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
-    group.add_argument("--temperature", type=float, default=1.0)
-    group.add_argument("--top-p", type=float, default=1.0)
-    group.add_argument("--top-k", type=int, default=50)
-    group.add_argument("--repetition-penalty", type=float, default=1.0)
-    group.add_argument("--no-repeat-ngram-size", type=int, default=0)
-    group.add_argument("--batch-size", type=int, default=16)
-    group.add_argument(
-        "--max-dialogue-tokens",
-        type=int,
-        default=1024,
-        help="truncate longer dialogues to this many tokens (the instruction is kept)",
+    add_fields(
+        group,
+        GenerationSettings,
+        prefix="gen_",
+        skip=("precision",),  # --precision is a model flag (it decides how the weights load)
+        flags={"sort_by_length": "--no-sort", "seed": "--generation-seed"},
+        types_={"batch_size": positive_int, "max_new_tokens": positive_int, "seed": seed_int},
     )
-    group.add_argument("--no-sort", action="store_true", help="do not sort prompts by length before batching")
-    group.add_argument("--generation-seed", type=seed_int, default=0, help="seed for sampling")
     add_prompt_args(parser)
 
 
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
-    """``--prompt-template --chat --system-prompt``: read back by :func:`prompt_from_args`."""
-    prompt = parser.add_argument_group("prompt")
-    prompt.add_argument(
-        "--prompt-template",
+    """``--prompt-template --chat --system-prompt --no-system-prompt --keep-default-system-prompt``."""
+    group = parser.add_argument_group("prompt (default: the adapter's saved prompt, else the notebook's)")
+    add_fields(
+        group,
+        PromptTemplate,
+        prefix="prompt_",
+        skip=("system", "keep_default_system"),
+        flags={"template": "--prompt-template"},
+        choices={"chat": ("auto", "always", "never")},
+    )
+    system = group.add_mutually_exclusive_group()
+    system.add_argument(
+        "--system-prompt",
+        dest="prompt_system",
+        metavar="TEXT",
         default=None,
-        help="template text or @FILE with one {dialogue} placeholder (default: the notebook's)",
+        help="system message for chat models",
     )
-    prompt.add_argument(
-        "--chat",
-        choices=["auto", "always", "never"],
-        default="auto",
-        help="use the tokenizer's chat template for causal models (default: auto)",
+    system.add_argument(
+        "--no-system-prompt",
+        dest="prompt_system",
+        action="store_const",
+        const=NO_SYSTEM,
+        help="no system message (the default unless an adapter was trained with one)",
     )
-    prompt.add_argument("--system-prompt", default=None, help="system message for chat templates")
-
-
-def generation_settings_from_args(args: argparse.Namespace):  # -> GenerationSettings
-    from dialogtune.generation import GenerationSettings
-
-    return GenerationSettings(
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        batch_size=args.batch_size,
-        max_dialogue_tokens=args.max_dialogue_tokens or None,
-        sort_by_length=not args.no_sort,
-        seed=args.generation_seed,
+    system.add_argument(
+        "--keep-default-system-prompt",
+        dest="prompt_keep_default_system",
+        action="store_true",
+        default=None,
+        help="keep the default system message some chat templates insert (SmolLM2's names itself)",
     )
 
 
-def prompt_from_args(args: argparse.Namespace) -> PromptTemplate:
-    text = args.prompt_template or NOTEBOOK_TEMPLATE
-    if text.startswith("@"):
+def inference_contract(args: argparse.Namespace) -> InferenceContract | None:
+    """The saved contract of ``--adapter`` (or of a fine-tuned ``--model`` folder), if any."""
+    from dialogtune.models.contract import contract_for
+
+    return contract_for(args.model, getattr(args, "adapter", None))
+
+
+def prompt_from_args(args: argparse.Namespace, contract: InferenceContract | None = None) -> PromptTemplate:
+    """The prompt: flags over the contract's prompt over the default."""
+    base = contract.prompt if contract is not None else PromptTemplate()
+    values: dict[str, Any] = given_values(args, PromptTemplate, prefix="prompt_")
+    text = values.get("template")
+    if text is not None and text.startswith("@"):
         path = Path(text[1:])
         if not path.exists():
             raise ConfigError(f"prompt template file not found: {path}")
-        text = read_text_file(path, ConfigError)
-    return PromptTemplate(template=text, chat=args.chat, system=args.system_prompt)
+        values["template"] = read_text_file(path, ConfigError)
+    if values.get("system") == NO_SYSTEM:
+        values["system"] = None
+    if "system" in values:
+        values.setdefault("keep_default_system", False)
+    return dataclasses.replace(base, **values)
+
+
+def generation_settings_from_args(
+    args: argparse.Namespace, contract: InferenceContract | None = None
+) -> GenerationSettings:
+    """Decoding settings: flags over the contract's lengths over the defaults."""
+    base = GenerationSettings()
+    if contract is not None:
+        base = dataclasses.replace(
+            base,
+            max_new_tokens=contract.max_target_tokens or base.max_new_tokens,
+            max_dialogue_tokens=contract.max_dialogue_tokens or base.max_dialogue_tokens,
+        )
+    values = given_values(args, GenerationSettings, prefix="gen_")
+    if getattr(args, "precision", None) is not None:
+        from dialogtune.models.precision import ALIASES
+
+        values["precision"] = ALIASES.get(args.precision, args.precision)
+    if values.get("max_dialogue_tokens") == 0:
+        values["max_dialogue_tokens"] = None  # 0: no truncation
+    return dataclasses.replace(base, **values)
+
+
+def inference_inputs(args: argparse.Namespace) -> tuple[GenerationSettings, PromptTemplate]:
+    """Settings and prompt for generate/evaluate/summarize: flags, else the contract, else defaults."""
+    contract = inference_contract(args)
+    return generation_settings_from_args(args, contract), prompt_from_args(args, contract)
+
+
+def load_inference_model(args: argparse.Namespace, settings: GenerationSettings):  # -> LoadedModel
+    """``--model`` (+ ``--adapter``, merged unless ``--merge no``) in ``settings.precision``."""
+    from dialogtune.models.inference import load_for_inference
+
+    return load_for_inference(
+        args.model,
+        adapter=getattr(args, "adapter", None),
+        precision=settings.precision,
+        device=args.device,
+        merge=getattr(args, "merge", "auto"),
+    )

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         )
     # random: models are built on the meta device: counting needs shapes, not values.
     loaded = load_model(
-        args.model, dtype=args.dtype, device=args.device, empty_weights=args.model.startswith("random:")
+        args.model, dtype=args.precision, device=args.device, empty_weights=args.model.startswith("random:")
     )
     model = loaded.model
     if lora is not None:

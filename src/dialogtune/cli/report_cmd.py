@@ -42,6 +42,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--n-resamples", type=resamples_int, default=1000, help="paired bootstrap resamples")
     parser.add_argument("--title", default="dialogtune comparison report")
+    parser.add_argument(
+        "--review",
+        metavar="DB",
+        help="a `dialogtune review` database: adds win rates, a ranking and agreement from its votes",
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_resamples=args.n_resamples,
         title=args.title,
+        review=args.review,
     )
     paths = write_report(runs, args.output, options)
     print(f"report: {paths['markdown']}")

@@ -10,28 +10,16 @@ that loads adapters at run time needs it). See docs/serving.md.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 
-from dialogtune.cli.common import positive_int
+from dialogtune.cli.common import check_bindable, is_loopback, port_number, positive_int
 from dialogtune.cli.model_args import add_model_args, add_prompt_args
 from dialogtune.errors import ConfigError
 
 _TOKEN_ENV = "DIALOGTUNE_API_TOKEN"  # = serving.config.TOKEN_ENV; not imported so --help stays fast
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got '{text}'") from None
-    if not 0 <= value <= 65535:  # 0: any free port
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
-    return value
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +35,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     net.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
     )
-    net.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
+    net.add_argument("--port", type=port_number, default=8000, help="port (default: %(default)s)")
     net.add_argument(
         "--token-env",
         default=_TOKEN_ENV,
@@ -142,28 +130,39 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="beyond this many waiting dialogues, requests get 503 (default: %(default)s)",
     )
     limits.add_argument(
+        "--max-request-cost",
+        type=positive_int,
+        default=4_000_000,
+        metavar="N",
+        help="most work one request may ask for, in token-steps: num_beams × max_new_tokens × "
+        "Σ(dialogue tokens + max_new_tokens); costlier requests get 413 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-adapters",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="most adapters loaded at once (--adapter and run-time loads); more get 409 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=128,
+        metavar="N",
+        help="most requests in progress at once; more get 503 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a client has to send its whole request body; slower ones get 408 (default: %(default)s)",
+    )
+    limits.add_argument(
         "--no-mixed-batches", action="store_true", help="never put different adapters in one generate call"
     )
     add_prompt_args(parser)
     parser.set_defaults(func=run)
-
-
-def _check_bindable(host: str, port: int) -> None:
-    """Fail with one line now, rather than with uvicorn's log message after loading the model."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _setup_logging(level: str) -> None:
@@ -194,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queued_dialogues=args.max_queued_dialogues,
+        max_request_cost=args.max_request_cost,
+        max_adapters=args.max_adapters,
+        max_connections=args.max_connections,
+        body_timeout_s=args.body_timeout,
         mixed_adapter_batches=not args.no_mixed_batches,
         api_token=token,
         adapter_root=Path(args.adapter_root) if args.adapter_root else None,
@@ -203,10 +206,12 @@ def run(args: argparse.Namespace) -> int:
     names = [name for name, _ in adapters]
     if len(set(names)) != len(names):
         raise ConfigError(f"--adapter names must be unique, got {', '.join(names)}")
-    _check_bindable(args.host, args.port)
+    if len(names) > config.max_adapters:
+        raise ConfigError(f"{len(names)} --adapter given; serving.max_adapters allows {config.max_adapters}")
+    check_bindable(args.host, args.port)
     _setup_logging(args.log_level)
     log = logging.getLogger("dialogtune.serve")
-    if not _is_loopback(args.host) and token is None:
+    if not is_loopback(args.host) and token is None:
         log.warning(
             "listening on %s without a token: anyone who can reach this port can use the API (set $%s)",
             args.host,
@@ -217,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    loaded = load_model(args.model, dtype=args.precision, device=args.device)
     registry = AdapterRegistry(loaded)
     for name, path in adapters:
         info = registry.load(name, path)
@@ -242,5 +247,6 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=args.graceful_timeout,
+        **config.uvicorn_options(),
     )
     return 0

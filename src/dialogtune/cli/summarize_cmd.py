@@ -18,8 +18,8 @@ from typing import Any
 from dialogtune.cli.model_args import (
     add_generation_args,
     add_model_args,
-    generation_settings_from_args,
-    prompt_from_args,
+    inference_inputs,
+    load_inference_model,
 )
 from dialogtune.errors import ConfigError, DataError
 from dialogtune.io import decode_utf8, parse_jsonl, read_bytes_file
@@ -108,15 +108,13 @@ def parse_input(name: str, text: str, fmt: str = "auto", column: str = "dialogue
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = generation_settings_from_args(args)  # bad flags fail before stdin is read
-    template = prompt_from_args(args)
+    settings, template = inference_inputs(args)  # bad flags fail before stdin is read
     name, text = read_text(args.input)
     parsed = parse_input(name, text, args.format, args.dialogue_column)
 
     from dialogtune.generation import generate
-    from dialogtune.models.loading import load_model
 
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
+    loaded = load_inference_model(args, settings)
     texts = generate(loaded, parsed.dialogues, settings, template).texts
     random_weights = loaded.spec.is_random
     if random_weights:

@@ -74,7 +74,6 @@ def check_adapter(adapter_dir: str | Path, model: PreTrainedModel) -> dict[str, 
             f"{adapter_dir} has no adapter_model.safetensors (pickled adapters are not loaded)"
         )
     check_lora_config(folder / "adapter_config.json")
-    check_safetensors(folder / "adapter_model.safetensors")
     info_path = folder / BASE_FILE
     info: dict[str, Any] = read_json_file(info_path, ModelSpecError) if info_path.exists() else {}
     expected = info.get("signature")
@@ -135,6 +134,8 @@ def attach_adapter(
 ) -> None:
     """Load a LoRA adapter onto ``loaded.model`` (frozen unless ``trainable``), in place."""
     check_adapter(adapter_dir, loaded.model)
+    # The weights file last: a caller such as the server refuses by the config first.
+    check_safetensors(Path(adapter_dir) / "adapter_model.safetensors")
     had_adapters = isinstance(loaded.model, PeftModel)
     with loading(f"adapter {adapter_dir} onto this base model"), warnings.catch_warnings():
         # Reported as one clear error by _check_loaded_weights, not as PEFT's list of keys.

@@ -13,7 +13,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from dialogtune.errors import ConfigError
-from dialogtune.prompts import PromptTemplate
+from dialogtune.prompts import PromptTemplate, render_chat
 
 IGNORE_INDEX = -100  # labels with this value contribute no loss (PyTorch/transformers convention)
 
@@ -27,6 +27,8 @@ class ModelKind(Protocol):
     ) -> str: ...
 
     def encode_prompts(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]: ...
+
+    def generated_part(self, output: torch.Tensor, input_length: int) -> torch.Tensor: ...
 
     def decode_generated(
         self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int
@@ -109,11 +111,15 @@ class Seq2SeqKind:
     def encode_prompts(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
         return tokenizer(prompts, add_special_tokens=True)["input_ids"]
 
+    def generated_part(self, output: torch.Tensor, input_length: int) -> torch.Tensor:
+        # The decoder output holds only the summary, after the decoder start token.
+        return output[:, 1:]
+
     def decode_generated(
         self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int
     ) -> list[str]:
-        # The decoder output holds only the summary (after the decoder start token).
-        return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
+        part = self.generated_part(output, input_length)
+        return [text.strip() for text in tokenizer.batch_decode(part, skip_special_tokens=True)]
 
     def encode_example(
         self, tokenizer: PreTrainedTokenizerBase, prompt: str, summary: str, max_target_tokens: int
@@ -144,10 +150,9 @@ class CausalKind:
         text = template.fill(dialogue)
         if not self._use_chat(tokenizer, template):
             return text
-        messages = [{"role": "user", "content": text.strip()}]
-        if template.system is not None:
-            messages.insert(0, {"role": "system", "content": template.system})
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return render_chat(
+            tokenizer, text.strip(), template.system, keep_default_system=template.keep_default_system
+        )
 
     def encode_prompts(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
         # Chat templates already contain their special tokens. Plain prompts get the
@@ -160,14 +165,15 @@ class CausalKind:
         bos_text = tokenizer.convert_ids_to_tokens(bos)
         return [ids if prompt.startswith(bos_text) else [bos, *ids] for prompt, ids in zip(prompts, encoded)]
 
+    def generated_part(self, output: torch.Tensor, input_length: int) -> torch.Tensor:
+        # generate() returns prompt + continuation for decoder-only models.
+        return output[:, input_length:]
+
     def decode_generated(
         self, tokenizer: PreTrainedTokenizerBase, output: torch.Tensor, input_length: int
     ) -> list[str]:
-        # generate() returns prompt + continuation for decoder-only models.
-        return [
-            text.strip()
-            for text in tokenizer.batch_decode(output[:, input_length:], skip_special_tokens=True)
-        ]
+        part = self.generated_part(output, input_length)
+        return [text.strip() for text in tokenizer.batch_decode(part, skip_special_tokens=True)]
 
     def encode_example(
         self, tokenizer: PreTrainedTokenizerBase, prompt: str, summary: str, max_target_tokens: int

@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from dialogtune.errors import ModelSpecError
+from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.hub import go_offline_if_unreachable, hub_host
 from dialogtune.io import atomic_dir, read_json_file
 from dialogtune.models.files import (
@@ -37,19 +37,11 @@ from dialogtune.models.files import (
     loading,
 )
 from dialogtune.models.kinds import ModelKind, kind_for_config
+from dialogtune.models.precision import DTYPES, resolve_precision
 from dialogtune.models.random_configs import RANDOM_CONFIGS, build_config, byte_tokenizer
 from dialogtune.models.specs import ModelSpec, resolve_spec
 
 log = logging.getLogger(__name__)
-
-DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
 
 
 @dataclass
@@ -62,10 +54,18 @@ class LoadedModel:
     spec: ModelSpec
     adapter: str | None = None
     seed: int = 0  # the initialisation seed of random: specs (part of their identity)
+    adapter_merged: bool = False  # the adapter folded into a private copy of the base weights
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def precision(self) -> str:
+        """The number format the weights compute in: fp32, bf16 or fp16."""
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
+            self.model.dtype, str(self.model.dtype)
+        )
 
     @property
     def random_init(self) -> bool:
@@ -79,6 +79,8 @@ class LoadedModel:
             "kind": self.kind.name,
             "model_type": self.model.config.model_type,
             "adapter": self.adapter,
+            "adapter_merged": self.adapter_merged,
+            "precision": self.precision,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": str(self.device),
         }
@@ -102,20 +104,12 @@ def choose_device(device: str = "auto") -> torch.device:
 
 
 def choose_dtype(dtype: str, device: torch.device, model_type: str) -> torch.dtype:
-    """fp32 on CPU unless asked; bf16 on GPUs that support it; never fp16 for T5.
-
-    T5's feed-forward activations exceed fp16's range (~65k) and give inf/NaN.
-    """
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise ModelSpecError(f"unknown dtype '{dtype}' (choose auto, fp32, bf16, fp16)")
-    chosen = DTYPES[dtype]
-    if chosen == torch.float16 and model_type in ("t5", "mt5", "umt5"):
-        raise ModelSpecError("fp16 overflows in T5 models; use bf16 or fp32")
-    return chosen
+    """The torch dtype for precision ``dtype`` (auto, fp32, bf16, fp16) on ``device``: the rule of
+    :mod:`dialogtune.models.precision` (bf16 where the hardware has it natively; never fp16 for T5)."""
+    try:
+        return DTYPES[resolve_precision(dtype, device=device, model_type=model_type)]
+    except ConfigError as exc:
+        raise ModelSpecError(str(exc)) from None
 
 
 def _auto_class(config: Any) -> Any:

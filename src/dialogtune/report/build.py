@@ -58,6 +58,7 @@ class ReportOptions:
     n_resamples: int = 1000  # paired bootstrap resamples
     plot_metric: str = "rouge1"
     title: str = "dialogtune comparison report"
+    review: str | Path | None = None  # a `dialogtune review` database: adds the "Blind review" section
 
     def __post_init__(self) -> None:
         check_seed("report seed", self.seed)
@@ -268,6 +269,13 @@ def build_document(
     if not common_ids(runs):
         raise DataError("the runs share no dialogue ids: nothing can be compared side by side")
     comparisons_section, comparisons = _comparisons(runs, baseline, opts)
+    review: list[Section] = []
+    review_numbers = None
+    if opts.review is not None:
+        from dialogtune.review.report import review_section
+
+        section, review_numbers = review_section(opts.review, runs, opts.n_resamples, opts.seed)
+        review = [section]
     doc = Document(
         title=opts.title + (" (RANDOM WEIGHTS)" if any(r.random_weights for r in runs) else ""),
         subtitle=f"Models: {', '.join(r.display_name for r in runs)}",
@@ -296,6 +304,7 @@ def build_document(
             ],
         ),
         _faithfulness(runs),
+        *review,
         Section(
             "Qualitative examples",
             "examples",
@@ -323,6 +332,8 @@ def build_document(
         ],
         "comparisons": [dataclasses.asdict(c) for c in comparisons],
     }
+    if review_numbers is not None:
+        numbers["review"] = review_numbers
     return doc, numbers
 
 

@@ -1,8 +1,11 @@
 """Serving: one base model with many LoRA adapters behind a micro-batching HTTP API.
 
-``registry`` (adapters over one PeftModel), ``batcher`` (micro-batches on one model
-thread), ``app`` (FastAPI: ``create_app``), ``schemas`` (bounded request/response
-bodies), ``config`` (limits and auth), ``middleware`` (request logs, body limit).
+``registry`` (adapters over one PeftModel, their checks and the model self-check),
+``batcher`` (micro-batches on one model thread), ``app`` (FastAPI: ``create_app``),
+``schemas`` (bounded request/response bodies), ``config`` (limits and auth),
+``middleware`` (request logs, shutdown 503, connection bound, auth before the body,
+body size and time limits), ``strict_json`` (strict JSON bodies, error responses that
+always render).
 """
 
 from __future__ import annotations

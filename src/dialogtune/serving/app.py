@@ -7,12 +7,15 @@ micro-batcher) and ``encode_response``. Routes only wire these to HTTP.
 Endpoints: ``POST /v1/summarize``, ``GET /v1/adapters``, ``POST /v1/admin/adapters``
 (load an adapter at run time; needs the API token), ``GET /health``, OpenAPI at
 ``/docs`` and ``/openapi.json``. See docs/serving.md.
+
+Every error is a JSON ``{"detail": ...}``, also for bodies that are not strict JSON
+(``NaN``, ``Infinity``, ``1e999``, lone surrogates: 422) and for unexpected failures (500).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,18 +24,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dialogtune import __version__
-from dialogtune.errors import ModelSpecError
+from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.generation import GenerationSettings
 from dialogtune.serving.batcher import BatcherBusy, BatcherClosed, MicroBatcher
 from dialogtune.serving.config import TOKEN_ENV, ServingConfig
-from dialogtune.serving.middleware import BodyLimitMiddleware, RequestLogMiddleware
-from dialogtune.serving.registry import AdapterRegistry
+from dialogtune.serving.middleware import (
+    BearerAuthMiddleware,
+    BodyLimitMiddleware,
+    ConnectionLimitMiddleware,
+    RequestGauge,
+    RequestLogMiddleware,
+    ShutdownMiddleware,
+    bearer_token_matches,
+)
+from dialogtune.serving.registry import AdapterRegistry, files_outside
 from dialogtune.serving.schemas import (
     AdapterInfo,
     AdaptersResponse,
@@ -43,6 +54,7 @@ from dialogtune.serving.schemas import (
     SummarizeRequest,
     SummarizeResponse,
 )
+from dialogtune.serving.strict_json import StrictJSONRoute, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +95,10 @@ class SummarizeService:
         # The model thread pads with the model's tokenizer; counting tokens here, on the
         # event loop, uses a private copy so the two threads never share Rust state.
         self._counter = copy.deepcopy(registry.loaded.tokenizer)
+        self.requests = RequestGauge()  # in progress, kept by ConnectionLimitMiddleware
+        self.failed_batches = 0
+        self._last_failure: BaseException | None = None
+        self._check: asyncio.Task[None] | None = None
 
     def decode_request(self, body: SummarizeRequest) -> DecodedRequest:
         cfg = self.config
@@ -105,6 +121,7 @@ class SummarizeService:
                     f"dialogue {i} has {len(text)} characters; this server accepts at most "
                     f"{cfg.max_dialogue_chars}",
                 )
+        settings = self.settings_for(body.options)
         # Counting tokens is the costliest check, so it comes last.
         lengths = [len(ids) for ids in self._counter(dialogues, add_special_tokens=False)["input_ids"]]
         for i, n in enumerate(lengths):
@@ -112,9 +129,18 @@ class SummarizeService:
                 raise HTTPException(
                     413, f"dialogue {i} has {n} tokens; this server accepts at most {cfg.max_dialogue_tokens}"
                 )
-        return DecodedRequest(
-            dialogues, body.adapter, self.settings_for(body.options), body.dialogue is not None
-        )
+        # Each decoding step of each beam attends over at most its dialogue plus the summary so far.
+        beams, steps = settings.num_beams, settings.max_new_tokens
+        context = sum(n + steps for n in lengths)
+        cost = beams * steps * context
+        if cost > cfg.max_request_cost:
+            raise HTTPException(
+                413,
+                f"this request costs {cost} token-steps (num_beams {beams} × max_new_tokens {steps} × "
+                f"{context} tokens of dialogue plus summary); this server's max_request_cost is "
+                f"{cfg.max_request_cost} (send fewer or shorter dialogues, fewer beams or fewer new tokens)",
+            )
+        return DecodedRequest(dialogues, body.adapter, settings, body.dialogue is not None)
 
     def settings_for(self, options: GenerationOptions | None) -> GenerationSettings:
         opts = options or GenerationOptions()
@@ -162,9 +188,32 @@ class SummarizeService:
             raise HTTPException(404, str(exc)) from exc
         except Exception as exc:
             log.exception("request %s failed", request_id)
+            await self.check_after_failure(exc)
             raise HTTPException(
                 500, f"generation failed; see the server log for request {request_id}"
             ) from exc
+
+    async def check_after_failure(self, exc: BaseException) -> None:
+        """After a batch failed with an internal error, self-check the model (once per batch).
+
+        Every request of the failed batch carries the same exception; the first starts
+        the check on the model thread, the others wait for it, so ``/health`` is up to
+        date by the time any of them is answered.
+        """
+        if exc is not self._last_failure:
+            self._last_failure = exc
+            self.failed_batches += 1
+            self._check = asyncio.get_running_loop().create_task(self._self_check())
+        if self._check is not None:
+            await asyncio.shield(self._check)
+
+    async def _self_check(self) -> None:
+        try:
+            problem = await self.batcher.run_exclusive(self.registry.check)
+        except RuntimeError:  # the model thread has stopped: shutting down
+            return
+        if problem is not None:
+            log.error("model self-check failed: %s", problem)
 
     def encode_response(
         self, job: DecodedRequest, texts: list[str], request_id: str, seconds: float
@@ -181,18 +230,22 @@ class SummarizeService:
 
 
 def _bearer_check(token: str | None, *, admin: bool) -> Callable[..., Any]:
-    """A dependency that checks ``Authorization: Bearer <token>`` in constant time."""
+    """A dependency that checks ``Authorization: Bearer <token>`` in constant time.
+
+    BearerAuthMiddleware has already checked the headers before the body was read;
+    this second check keeps each route safe on its own and declares the scheme in the
+    OpenAPI schema.
+    """
     expected = token.encode() if token is not None else None
 
-    async def check(credentials: BearerCredentials) -> None:
+    async def check(request: Request, credentials: BearerCredentials) -> None:
         if expected is None:
             if admin:  # no token configured: nobody may change the served model
                 raise HTTPException(
                     403, f"admin endpoints are disabled; start the server with ${TOKEN_ENV} set"
                 )
             return
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, expected):
+        if not bearer_token_matches(request.headers.get("authorization"), expected):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     return check
@@ -228,6 +281,10 @@ def _advertise_limits(app: FastAPI, config: ServingConfig) -> None:
 def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -> FastAPI:
     """The FastAPI application serving ``registry`` with ``config``'s limits and auth."""
     config = config or ServingConfig()
+    if len(registry.infos) > config.max_adapters:
+        raise ConfigError(
+            f"{len(registry.infos)} adapters are loaded; serving.max_adapters allows {config.max_adapters}"
+        )
     service = SummarizeService(registry, config)
 
     @asynccontextmanager
@@ -246,9 +303,15 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
         description="Dialogue summarization with one base model and many LoRA adapters.",
     )
     app.state.service = service
+    app.router.route_class = StrictJSONRoute  # before any route is added
+    install_error_handlers(app)
     _advertise_limits(app, config)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
-    app.add_middleware(RequestLogMiddleware)  # added last = outermost: it also logs 413s
+    # Added inside out (the last added is the outermost); see middleware.py for the order.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
+    app.add_middleware(BearerAuthMiddleware, token=config.api_token, token_env=TOKEN_ENV)
+    app.add_middleware(ConnectionLimitMiddleware, limit=config.max_connections, gauge=service.requests)
+    app.add_middleware(ShutdownMiddleware)
+    app.add_middleware(RequestLogMiddleware)  # outermost: it also logs 401s, 408s, 413s and 503s
 
     # With no token configured the API is open (bound to 127.0.0.1 by default) and
     # the OpenAPI schema declares no security; /health and /docs are always open.
@@ -260,17 +323,28 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.get("/health", response_model=HealthResponse, tags=["service"])
-    async def health() -> HealthResponse:
+    @app.get(
+        "/health",
+        response_model=HealthResponse,
+        tags=["service"],
+        responses={503: {"model": HealthResponse, "description": "model broken ('error') or shutting down"}},
+    )
+    async def health(response: Response) -> HealthResponse:
         batcher = service.batcher
+        status = "error" if registry.problem else "draining" if batcher.closing else "ok"
+        if status != "ok":  # load balancers and orchestrators read the status code
+            response.status_code = 503
         return HealthResponse(
-            status="draining" if batcher.closing else "ok",
+            status=status,
+            problem=registry.problem,
             model=registry.model_name,
             random_weights=registry.loaded.spec.is_random,
             adapters=len(registry.infos),
             queued_dialogues=batcher.queued_dialogues,
+            open_requests=service.requests.open,
             batches=batcher.stats.batches,
             batched_dialogues=batcher.stats.dialogues,
+            failed_batches=service.failed_batches,
         )
 
     @app.get(
@@ -291,8 +365,9 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
         responses={
             **auth_errors,
             404: _error("unknown adapter"),
-            413: _error("body, dialogue or batch over this server's limits"),
-            503: _error("queue full or shutting down; retry later"),
+            408: _error("body not received within body_timeout_s"),
+            413: _error("body, dialogue, batch or cost over this server's limits"),
+            503: _error("queue full, too many requests in progress, or shutting down; retry later"),
         },
     )
     async def summarize(body: SummarizeRequest, request: Request) -> SummarizeResponse:
@@ -312,28 +387,47 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
         tags=["admin"],
         responses={
             401: _error("missing or wrong bearer token"),
-            403: _error("admin disabled, or path outside the adapter root"),
+            403: _error("admin disabled, or a path (or a file in it) outside the adapter root"),
             400: _error("not a usable adapter"),
-            409: _error("name taken"),
+            408: _error("body not received within body_timeout_s"),
+            409: _error("name taken, or max_adapters reached"),
+            503: _error("too many requests in progress, or shutting down; retry later"),
         },
     )
     async def load_adapter(body: LoadAdapterRequest, request: Request) -> AdapterInfo:
         request.state.adapter = body.name
         if body.name in registry:
             raise HTTPException(409, f"an adapter named '{body.name}' is already loaded")
-        if config.adapter_root is not None and not Path(body.path).resolve().is_relative_to(
-            config.adapter_root
-        ):
-            raise HTTPException(403, f"adapters can only be loaded from under {config.adapter_root}")
+        check_capacity()
+        if config.adapter_root is not None:
+            outside = files_outside(Path(body.path), config.adapter_root)
+            if outside is not None:
+                raise HTTPException(
+                    403, f"adapters can only be loaded from under {config.adapter_root}: {outside}"
+                )
+
+        def load() -> AdapterInfo:  # on the model thread, so two loads cannot both pass the cap
+            check_capacity()
+            return registry.load(body.name, body.path)
+
         try:
-            info = await service.batcher.run_exclusive(registry.load, body.name, body.path)
+            info = await service.batcher.run_exclusive(load)
         except ModelSpecError as exc:
             raise HTTPException(409 if body.name in registry else 400, str(exc)) from exc
+        except HTTPException:
+            raise
         except Exception as exc:  # a corrupt safetensors file, unreadable folder, ...: the caller's to fix
             log.warning("loading adapter '%s' from %s failed", body.name, body.path, exc_info=True)
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
             raise HTTPException(400, f"cannot load adapter from {body.path}: {first_line}") from exc
         log.info("loaded adapter '%s' from %s", info.name, info.path)
         return info
+
+    def check_capacity() -> None:
+        if len(registry.infos) >= config.max_adapters:
+            raise HTTPException(
+                409,
+                f"{len(registry.infos)} adapters are loaded, this server's max_adapters; none can be added",
+            )
 
     return app

@@ -23,6 +23,16 @@ class ServingConfig:
     The defaults suit a CPU box: a micro-batch of 16 dialogues keeps a 135M model's
     matrix multiplies busy, and 10 ms of waiting is nothing next to a generation
     that takes seconds.
+
+    ``max_request_cost`` bounds the work of one request in *token-steps*: each of
+    ``max_new_tokens`` decoding steps, for each beam of each dialogue, attends over at
+    most the dialogue plus the summary so far, so a request costs
+    ``num_beams × max_new_tokens × Σ (dialogue tokens + max_new_tokens)``. The default,
+    4M, admits the largest ordinary request of the other defaults: 32 average DialogSum
+    dialogues (210 tokens) summarized greedily in 200 tokens, 1 × 200 × 32 × 410 = 2.6M
+    (or 8 of them with 4 beams, also 2.6M). The per-field limits alone admit 32 dialogues
+    of 2,048 tokens × 4 beams × 512 new tokens = 168M, 42× more, which would hold a CPU
+    for hours.
     """
 
     max_dialogue_chars: int = field(
@@ -40,6 +50,16 @@ class ServingConfig:
     max_batch_size: int = field(default=16, metadata={"help": "most dialogues in one generate call"})
     max_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits for company"})
     max_queued_dialogues: int = field(default=512, metadata={"help": "beyond this, requests get 503"})
+    max_request_cost: int = field(
+        default=4_000_000, metadata={"help": "most token-steps one request may ask for (413 beyond)"}
+    )
+    max_adapters: int = field(default=16, metadata={"help": "most adapters loaded at once (409 beyond)"})
+    max_connections: int = field(
+        default=128, metadata={"help": "most requests in progress at once (503 beyond)"}
+    )
+    body_timeout_s: float = field(
+        default=30.0, metadata={"help": "seconds a client has to send its request body (408 beyond)"}
+    )
     mixed_adapter_batches: bool = field(default=True, metadata={"help": "let adapters share a generate call"})
     api_token: str | None = field(default=None, repr=False, metadata={"help": "bearer token; None: no auth"})
     adapter_root: Path | None = field(default=None, metadata={"help": "admin loads only adapters under this"})
@@ -55,6 +75,9 @@ class ServingConfig:
             "max_new_tokens_limit": (1, schemas.MAX_NEW_TOKENS),
             "max_batch_size": (1, 1024),
             "max_queued_dialogues": (1, 1_000_000),
+            "max_request_cost": (1, 10**12),
+            "max_adapters": (1, 1024),
+            "max_connections": (1, 100_000),
         }
         for key, (low, high) in bounds.items():
             value = getattr(self, key)
@@ -62,6 +85,10 @@ class ServingConfig:
                 raise ConfigError(f"serving.{key} must be between {low} and {high}, got {value}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise ConfigError(f"serving.max_wait_ms must be between 0 and 10000, got {self.max_wait_ms}")
+        if not 0 < self.body_timeout_s <= 3600:
+            raise ConfigError(
+                f"serving.body_timeout_s must be above 0 and at most 3600, got {self.body_timeout_s}"
+            )
         if self.api_token is not None and len(self.api_token) < 8:
             raise ConfigError("the API token must be at least 8 characters long")
         if self.adapter_root is not None:
@@ -70,3 +97,12 @@ class ServingConfig:
     @property
     def max_wait_s(self) -> float:
         return self.max_wait_ms / 1000.0
+
+    def uvicorn_options(self) -> dict[str, int]:
+        """What ``uvicorn.run`` needs to enforce these limits at the connection level.
+
+        The app answers JSON 503s beyond ``max_connections`` requests in progress;
+        uvicorn's own ``limit_concurrency`` (a plain-text 503, counting idle keep-alive
+        connections too) is the backstop at twice that.
+        """
+        return {"limit_concurrency": 2 * self.max_connections}

@@ -5,21 +5,34 @@ The first adapter wraps the base in a ``PeftModel``; every later one is added wi
 names the adapter of every row (``adapter_names``, ``"__base__"`` for the bare
 base), so one batch may mix adapters and no call depends on ``set_adapter`` state.
 
+All adapters share the base's modules, so an adapter may only *add* LoRA layers.
+Adapters that would change what the others see (``modules_to_save``, trained biases,
+replicated layers, ...) are refused from their config (:func:`unservable_reason`).
+As a second line, every load ends with a self-check: a one-token probe through the
+base and every adapter must give the logits each gave when it was loaded, and no
+module may be wrapped by anything but LoRA. A load that fails either way, or fails
+half-way, is undone completely; should undoing not restore the probe's answers,
+``problem`` says so (``/health`` then reports an error).
+
 Thread-safety: the registry itself takes no locks. Everything that touches the model
-(``load`` and ``generate``) must run on the single model thread owned by
+(``load``, ``generate``, ``check``) must run on the single model thread owned by
 :class:`~dialogtune.serving.batcher.MicroBatcher`; readers on the event loop only look
-at ``infos``, which gains an entry only after its adapter is fully loaded.
+at ``infos``, which gains an entry only after its adapter is fully loaded, and at
+``problem``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from peft import PeftModel
-from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
 
 from dialogtune.errors import ModelSpecError
 from dialogtune.generation import GenerationSettings, generate
@@ -29,6 +42,8 @@ from dialogtune.prompts import PromptTemplate
 from dialogtune.serving.schemas import ADAPTER_NAME_PATTERN, AdapterInfo
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in adapter_names
+_PROBE = "#Person1#: Is this seat free?\n#Person2#: Yes, please sit down."
+_MAX_ADAPTER_FILES = 10_000  # an adapter folder holds a handful; a larger tree is not one
 
 
 def parse_adapter_arg(text: str) -> tuple[str, str]:
@@ -52,9 +67,74 @@ def _check_name(name: str) -> None:
 
 def _read_adapter_config(folder: Path) -> dict:
     try:
-        return json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise ModelSpecError(f"{folder}: unreadable adapter_config.json ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ModelSpecError(f"{folder}: adapter_config.json does not hold a JSON object")
+    return config
+
+
+def unservable_reason(config: dict) -> str | None:
+    """Why an adapter (by its ``adapter_config.json``) cannot share the base with others; None if it can.
+
+    Every adapter must leave the base as it is: it may add LoRA layers, nothing else.
+    """
+    merge = "merge it with 'dialogtune merge' and serve the merged model instead"
+    if config.get("peft_type", "LORA") != "LORA":
+        return f"is a {config.get('peft_type')} adapter; only LoRA adapters are served"
+    if config.get("use_dora"):  # PEFT cannot mix DoRA rows with others in one batch (adapter_names)
+        return f"is a DoRA adapter; {merge}"
+    if config.get("modules_to_save"):
+        names = config["modules_to_save"]
+        listed = ", ".join(map(str, names)) if isinstance(names, list) else str(names)
+        return (
+            f"replaces whole modules (modules_to_save: {listed}), which every other adapter and the "
+            f"base would then see too; {merge}"
+        )
+    if config.get("trainable_token_indices"):
+        return f"retrains token embeddings (trainable_token_indices), shared by every adapter; {merge}"
+    if config.get("bias", "none") != "none":
+        return f"trains the base model's biases (bias={config['bias']!r}), shared by every adapter; {merge}"
+    if config.get("layer_replication"):
+        return f"replicates base layers (layer_replication), which changes the base for everyone; {merge}"
+    for key in ("alora_invocation_tokens", "target_parameters", "use_qalora", "use_bdlora", "arrow_config"):
+        if config.get(key):
+            return f"uses '{key}', which the server cannot mix with other adapters; {merge}"
+    return None
+
+
+def files_outside(folder: Path, root: Path) -> str | None:
+    """The first file or folder of ``folder`` that resolves outside ``root`` (a symlink out), if any."""
+    try:
+        resolved = folder.resolve()
+        if not resolved.is_relative_to(root):
+            return (
+                f"{folder} is outside it"
+                if resolved == folder
+                else f"{folder} resolves to {resolved}, outside it"
+            )
+        seen = 0
+        for dirpath, dirnames, filenames in os.walk(resolved):  # links are checked, not followed
+            for entry in (*dirnames, *filenames):
+                seen += 1
+                path = Path(dirpath, entry)
+                target = path.resolve()
+                if not target.is_relative_to(root):
+                    return f"{path.relative_to(resolved)} in {folder} links to {target}, outside it"
+            if seen > _MAX_ADAPTER_FILES:
+                return f"{folder} holds more than {_MAX_ADAPTER_FILES} files; not an adapter folder"
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        return f"{folder} cannot be resolved ({exc})"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _label(name: str | None) -> str:
+    return "the base model" if name is None else f"adapter '{name}'"
 
 
 class AdapterRegistry:
@@ -65,6 +145,9 @@ class AdapterRegistry:
             raise ModelSpecError("the registry needs the bare base model; add adapters with load()")
         self.loaded = loaded
         self.infos: dict[str, AdapterInfo] = {}
+        self.problem: str | None = None  # set when the model no longer answers as loaded
+        # What the probe gives through the base and each adapter, taken when it was loaded.
+        self._fingerprints: dict[str | None, torch.Tensor] = {None: self._probe([None])[0]}
 
     @property
     def model_name(self) -> str:
@@ -74,30 +157,42 @@ class AdapterRegistry:
         return name in self.infos
 
     def load(self, name: str, path: str | Path) -> AdapterInfo:
-        """Validate and load the adapter in ``path`` under ``name`` (model thread only)."""
+        """Validate and load the adapter in ``path`` under ``name`` (model thread only).
+
+        Raises ModelSpecError (the model unchanged) for anything that is not a servable
+        adapter, including one that fails the self-check once loaded.
+        """
         _check_name(name)
         if name in self.infos:
             raise ModelSpecError(f"an adapter named '{name}' is already loaded")
         folder = Path(path)
         base_info = check_adapter(folder, self.loaded.model)  # safetensors only, same base shapes
         config = _read_adapter_config(folder)
-        if config.get("peft_type", "LORA") != "LORA":
-            raise ModelSpecError(
-                f"{folder} is a {config.get('peft_type')} adapter; only LoRA adapters are served"
-            )
-        if config.get("use_dora"):
-            # PEFT cannot mix DoRA adapters with others in one batch (adapter_names).
-            raise ModelSpecError(f"{folder} is a DoRA adapter; merge it with 'dialogtune merge' to serve it")
+        reason = unservable_reason(config)
+        if reason is not None:
+            raise ModelSpecError(f"{folder} {reason}")
+        bare = None if isinstance(self.loaded.model, PeftModel) else self.loaded.model
         try:
             attach_adapter(self.loaded, folder, trainable=False, name=name)
+            self.loaded.adapter = None  # the registry's base has no "current" adapter
+            problem = self.self_check()  # the base and the adapters loaded before
+            try:
+                fingerprint = self._probe([name])[0]
+            except Exception as exc:
+                own = f"{_label(name)} fails ({type(exc).__name__}: {_first_line(exc)})"
+                problem = f"{problem}; {own}" if problem else own
+            if problem is not None:
+                raise ModelSpecError(
+                    f"cannot load adapter {folder}: it breaks the served model (self-check: {problem}); "
+                    "it was taken out again"
+                )
         except Exception as exc:
-            self._forget_partial(name)
+            self._undo(name, bare)
             if isinstance(exc, ModelSpecError):
                 raise
             # e.g. a cut-off safetensors file: still the user's to fix, so one line, not a traceback
-            first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            raise ModelSpecError(f"cannot load adapter {folder}: {first_line}") from exc
-        self.loaded.adapter = None  # the registry's base has no "current" adapter
+            raise ModelSpecError(f"cannot load adapter {folder}: {_first_line(exc)}") from exc
+        self._fingerprints[name] = fingerprint
         targets = config.get("target_modules") or []
         info = AdapterInfo(
             name=name,
@@ -111,24 +206,81 @@ class AdapterRegistry:
         self.infos[name] = info  # published last: a name is visible only once usable
         return info
 
-    def _forget_partial(self, name: str) -> None:
-        """Undo what a failed load left behind, so the served model stays as it was.
+    def _undo(self, name: str, bare: torch.nn.Module | None) -> None:
+        """Take out what a failed load left behind, so the served model is as it was.
 
-        PEFT injects LoRA layers before it loads their weights: a failure in between
-        leaves layers named ``name`` (or, for the first adapter, layers inside the bare
-        base, which ``loaded.model`` still points to).
+        PEFT injects its layers before it loads their weights, and wraps modules named
+        in ``modules_to_save``; a failure in between leaves them in place. For the first
+        adapter they sit inside the bare base (``bare``), which becomes the model again.
         """
         model = self.loaded.model
-        if isinstance(model, PeftModel):
-            if name in model.peft_config:
-                model.delete_adapter(name)
-            return
-        for parent in list(model.modules()):
+        if bare is None and isinstance(model, PeftModel) and name in model.peft_config:
+            model.delete_adapter(name)
+        root = bare if bare is not None else model
+        for parent in list(root.modules()):
             for child_name, child in list(parent.named_children()):
-                if isinstance(child, LoraLayer):
+                if isinstance(child, AuxiliaryTrainingWrapper):  # never part of a served model
+                    setattr(parent, child_name, child.original_module)
+                elif bare is not None and isinstance(child, BaseTunerLayer):
                     setattr(parent, child_name, child.get_base_layer())
-        if "peft_config" in vars(model):  # PEFT's marker on a wrapped base
-            del model.peft_config
+        if bare is not None:
+            self.loaded.model = bare
+            if "peft_config" in vars(bare):  # PEFT's marker on a wrapped base
+                del bare.peft_config
+        self.loaded.adapter = None
+        problem = self.self_check()
+        if problem is not None:
+            self.problem = f"undoing the failed load of adapter '{name}' did not restore the model: {problem}"
+
+    @torch.inference_mode()
+    def _probe(self, names: Sequence[str | None]) -> torch.Tensor:
+        """Next-token logits for a fixed short prompt, one row per name (None: the base),
+        in one forward pass with PEFT's per-row ``adapter_names``."""
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        batch = dict(tokenizer([_PROBE] * len(names), return_tensors="pt").to(self.loaded.device))
+        if model.config.is_encoder_decoder:
+            start = model.config.decoder_start_token_id
+            batch["decoder_input_ids"] = torch.full((len(names), 1), start, device=self.loaded.device)
+        if isinstance(model, PeftModel):
+            batch["adapter_names"] = [BASE_ROW if name is None else name for name in names]
+        elif any(name is not None for name in names):
+            raise ModelSpecError("no adapters are loaded")
+        return model(**batch).logits[:, -1].float().cpu()
+
+    def self_check(self) -> str | None:
+        """What is wrong with the served model (model thread only); None when nothing is.
+
+        The probe through the base and every adapter must give the logits it gave when
+        that adapter was loaded, and nothing but LoRA layers may wrap the base's modules.
+        """
+        problems = [
+            f"{path} is wrapped by {type(module).__name__}"
+            for path, module in self.loaded.model.named_modules()
+            if isinstance(module, AuxiliaryTrainingWrapper)
+        ][:1]
+        names = list(self._fingerprints)
+        try:
+            rows = dict(zip(names, self._probe(names)))
+        except Exception:  # one row at a time, to name the rows that fail
+            rows = {}
+            for name in names:
+                try:
+                    rows[name] = self._probe([name])[0]
+                except Exception as exc:
+                    problems.append(f"{_label(name)} fails ({type(exc).__name__}: {_first_line(exc)})")
+        # Sums may differ in the last bits between batch layouts (more so in half precision);
+        # a changed base, a missing layer or a swapped module moves the logits far more.
+        tolerance = 1e-3 if self.loaded.model.dtype == torch.float32 else 3e-2
+        for name, got in rows.items():
+            expected = self._fingerprints[name]
+            if (got - expected).abs().max() > tolerance * (1 + expected.abs().max()):
+                problems.append(f"{_label(name)} answers differently than when it was loaded")
+        return "; ".join(problems) or None
+
+    def check(self) -> str | None:
+        """Run the self-check and record its outcome in ``problem`` (model thread only)."""
+        self.problem = self.self_check()
+        return self.problem
 
     def adapter_names(self, adapters: Sequence[str | None]) -> list[str] | None:
         """Per-row names for PEFT; ``None`` while no adapter is loaded (a plain model)."""

@@ -128,13 +128,19 @@ class LoadAdapterRequest(_Strict):
 
 
 class HealthResponse(BaseModel):
-    status: str = Field(description="'ok', or 'draining' while shutting down")
+    status: str = Field(
+        description="'ok' (HTTP 200); 'error' when the model fails its self-check, 'draining' while "
+        "shutting down (both HTTP 503)"
+    )
+    problem: str | None = Field(default=None, description="what the self-check found wrong, if anything")
     model: str
     random_weights: bool
     adapters: int
     queued_dialogues: int
+    open_requests: int = Field(description="requests in progress (max_connections bounds them)")
     batches: int = Field(description="generate calls so far")
     batched_dialogues: int = Field(description="dialogues summarized so far")
+    failed_batches: int = Field(description="generate calls that failed with an internal error")
 
 
 class ErrorResponse(BaseModel):

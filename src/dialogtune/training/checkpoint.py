@@ -20,6 +20,7 @@ from typing import Any
 
 from dialogtune.io import atomic_dir
 from dialogtune.models.adapters import write_base_info
+from dialogtune.models.contract import InferenceContract, write_contract
 from dialogtune.models.loading import LoadedModel
 
 CHECKPOINTS = "checkpoints"
@@ -57,9 +58,15 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 
 
 def save_weights(
-    loaded: LoadedModel, target: Path, *, adapter: bool, state_dict: dict[str, Any] | None = None
+    loaded: LoadedModel,
+    target: Path,
+    *,
+    adapter: bool,
+    contract: InferenceContract,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``adapter/`` (PEFT adapter + tokenizer + base info) or ``model/`` (full model + tokenizer).
+    """Write ``adapter/`` (PEFT adapter + tokenizer + base info) or ``model/`` (full model +
+    tokenizer), each with the inference contract (how the model was prompted in training).
 
     ``state_dict``: the full weights gathered from all processes (FSDP, DeepSpeed ZeRO-3
     shard them; ``accelerator.get_state_dict`` collects them on the main process).
@@ -67,6 +74,7 @@ def save_weights(
     with atomic_dir(target) as tmp:
         loaded.model.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
         loaded.tokenizer.save_pretrained(str(tmp))
+        write_contract(tmp, contract)
         if adapter:
             write_base_info(tmp, loaded)
     return target

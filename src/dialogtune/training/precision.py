@@ -15,35 +15,16 @@ from __future__ import annotations
 import torch
 
 from dialogtune.errors import ConfigError
-
-T5_FAMILY = ("t5", "mt5", "umt5")
+from dialogtune.models.precision import resolve_precision as resolve
 
 
 def resolve_precision(setting: str, model_type: str, use_cuda: bool) -> str:
-    """fp32, bf16 (autocast over fp32 weights) or fp16; T5 never gets fp16.
-
-    ``auto`` picks bf16 where the hardware computes in bf16 natively (Ampere+ GPUs; CPUs
-    with AVX512-BF16/AMX), else fp32. T5 overflows fp16's range (~65k) in its feed-forward
-    activations; bf16 has fp32's range, so it is safe for T5 too.
-    """
-    if setting == "fp16" and model_type in T5_FAMILY:
-        raise ConfigError("training.precision=fp16 overflows in T5 models; use bf16 or fp32")
-    if setting == "fp16" and not use_cuda:
-        raise ConfigError("training.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
-    if setting == "bf16" and use_cuda and not torch.cuda.is_bf16_supported():
-        raise ConfigError("training.precision=bf16: this GPU has no bf16 (pre-Ampere); use fp32 or fp16")
-    if setting != "auto":
-        return setting
-    if use_cuda:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if _cpu_has_bf16() else "fp32"
-
-
-def _cpu_has_bf16() -> bool:
+    """fp32, bf16 (autocast over fp32 weights) or fp16 for training: the same rule as inference
+    (:func:`dialogtune.models.precision.resolve_precision`)."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
-        return False
+        return resolve(setting, device="cuda" if use_cuda else "cpu", model_type=model_type)
+    except ConfigError as exc:
+        raise ConfigError(f"training.precision: {exc}") from None
 
 
 def resolve_frozen_weights(setting: str, *, method: str, precision: str, sharded: bool) -> str:

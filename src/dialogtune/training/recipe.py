@@ -32,6 +32,7 @@ from dialogtune.data.records import Record
 from dialogtune.data.sources import data_fingerprint, load_records
 from dialogtune.errors import ConfigError
 from dialogtune.io import write_json
+from dialogtune.models.contract import InferenceContract
 from dialogtune.models.loading import LoadedModel, load_model
 from dialogtune.models.lora import apply_lora
 from dialogtune.models.params import count_parameters, format_parameters
@@ -182,6 +183,13 @@ def train(
             loaded,
             run_dir / ("adapter" if config.method == "lora" else "model"),
             adapter=config.method == "lora",
+            contract=InferenceContract(
+                prompt=config.prompt,
+                max_dialogue_tokens=config.data.max_dialogue_tokens,
+                max_target_tokens=config.data.max_target_tokens,
+                base_model=config.model,
+                method=config.method,
+            ),
             state_dict=state_dict,
         )
         write_json(run_dir / "logs" / "history.json", trainer.state.log_history)

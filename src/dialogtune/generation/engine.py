@@ -1,0 +1,266 @@
+"""Continuous batching for decoder-only models, with outputs independent of the batch.
+
+Up to ``slots`` sequences decode together; when one finishes, the next waiting prompt is
+prefilled into its slot before the next step, so the batch stays full and no step is spent on
+finished rows or padding. New requests can join between any two steps (the server's
+admission), and every generated token can be reported as it is chosen (streaming).
+
+Exactness comes from :mod:`dialogtune.generation.ragged`: a sequence's tokens do not depend on
+the batch size, the order, or the other sequences — greedy output equals one-at-a-time output
+at any precision. Greedy decoding, repetition penalty, no-repeat n-grams and sampling
+(temperature, top-k, top-p; one seeded generator per request) use transformers' own logits
+processors. Beam search and encoder-decoder models take transformers' ``generate``
+(:mod:`dialogtune.generation.batched`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import (
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from dialogtune.generation.ragged import ATTENTION, RaggedCache
+from dialogtune.generation.settings import GenerationSettings
+
+# Model families whose attention is plain causal self-attention (no sliding window, no
+# soft-capping): what the ragged attention computes. Others use transformers' generate.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo2", "granite")
+
+
+@dataclass
+class Request:
+    """One prompt to complete."""
+
+    index: int
+    prompt: list[int]
+    max_new_tokens: int
+    adapter: str | None = None  # PEFT adapter name for this row (multi-adapter models)
+    processors: LogitsProcessorList | None = None
+    generator: torch.Generator | None = None  # sampling only
+    tokens: list[int] = field(default_factory=list)
+    finished: bool = False
+    stopped_by_eos: bool = False
+
+
+def supports(model: torch.nn.Module) -> bool:
+    """Whether the ragged engine can run ``model`` (else: transformers' generate)."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    config = base.config
+    if getattr(config, "is_encoder_decoder", False) or config.model_type not in SUPPORTED_MODEL_TYPES:
+        return False
+    if getattr(config, "sliding_window", None) is not None or getattr(config, "attn_logit_softcapping", None):
+        return False
+    if isinstance(model, PeftModel):  # prompt tuning adds virtual tokens the engine does not feed
+        config = model.peft_config[model.active_adapter]
+        return not getattr(config, "is_prompt_learning", False)
+    return True
+
+
+def make_request(
+    index: int, prompt: list[int], settings: GenerationSettings, adapter: str | None = None
+) -> Request:
+    """A request with transformers' logits processors for ``settings`` (greedy needs none)."""
+    processors = LogitsProcessorList()
+    if settings.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.no_repeat_ngram_size:
+        processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+    generator = None
+    if settings.do_sample:
+        processors.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k:
+            processors.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            processors.append(TopPLogitsWarper(settings.top_p))
+        # One generator per request: its samples do not depend on the batch either.
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + index)
+    return Request(
+        index=index,
+        prompt=list(prompt),
+        max_new_tokens=settings.max_new_tokens,
+        adapter=adapter,
+        processors=processors or None,
+        generator=generator,
+    )
+
+
+class RaggedEngine:
+    """Runs :class:`Request` objects through ``model`` in up to ``slots`` cache slots."""
+
+    def __init__(self, model: torch.nn.Module, stop_ids: Iterable[int], slots: int) -> None:
+        self.model = model
+        self.stop_ids = {int(i) for i in stop_ids}
+        self.slots = slots
+        self.cache: RaggedCache | None = None
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        self.config = base.config
+        self.multi_adapter = isinstance(model, PeftModel) and len(model.peft_config) > 1
+        self.steps = 0  # decode steps run (for statistics)
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        requests: Iterable[Request],
+        *,
+        on_token: Callable[[Request, int], None] | None = None,
+        on_done: Callable[[Request], None] | None = None,
+        admit: Callable[[], list[Request]] | None = None,
+    ) -> None:
+        """Complete every request (and those ``admit()`` returns between steps)."""
+        waiting: deque[Request] = deque(requests)
+        active: list[Request] = []
+        with self._ragged_attention(), torch.inference_mode():
+            while True:
+                if admit is not None:
+                    waiting.extend(admit())
+                while waiting and len(active) < self.slots:
+                    request = waiting.popleft()
+                    self._prefill(request, len(active), on_token)
+                    if request.finished:
+                        self._cache().clear(len(active))
+                        if on_done is not None:
+                            on_done(request)
+                    else:
+                        active.append(request)
+                if not active:
+                    if waiting or (admit is not None and self._more(admit, waiting)):
+                        continue
+                    return
+                self._decode(active, on_token)
+                self._retire(active, on_done)
+
+    @staticmethod
+    def _more(admit: Callable[[], list[Request]], waiting: deque[Request]) -> bool:
+        waiting.extend(admit())
+        return bool(waiting)
+
+    def _retire(self, active: list[Request], on_done: Callable[[Request], None] | None) -> None:
+        """Drop finished rows, keeping the live slots 0..n-1 (the last live one moves down)."""
+        cache = self._cache()
+        for i in reversed(range(len(active))):
+            if not active[i].finished:
+                continue
+            if on_done is not None:
+                on_done(active[i])
+            last = len(active) - 1
+            if i != last:
+                cache.move(last, i)
+                active[i] = active[last]
+            cache.clear(last)
+            active.pop()
+
+    # ---- one step -------------------------------------------------------------------------------
+
+    def _prefill(self, request: Request, slot: int, on_token: Callable[[Request, int], None] | None) -> None:
+        cache = self._cache(len(request.prompt) + request.max_new_tokens + 1)
+        prompt = torch.tensor([request.prompt], dtype=torch.long)
+        rows = 2 if len(request.prompt) == 1 else 1  # never a one-row matrix product (see ragged.py)
+        cache.begin_prefill(slot)
+        output = self.model(
+            input_ids=prompt.expand(rows, -1),
+            position_ids=torch.arange(prompt.shape[1]).expand(rows, -1),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **self._adapters([request] * rows),
+        )
+        cache.finish("prefill", slot, len(request.prompt))
+        self._choose([request], output.logits[:1, -1], on_token)
+
+    def _decode(self, active: list[Request], on_token: Callable[[Request, int], None] | None) -> None:
+        cache = self._cache()
+        live = len(active)
+        rows = torch.arange(live) if live > 1 else torch.zeros(2, dtype=torch.long)
+        batch = active if live > 1 else active * 2
+        last = torch.tensor([[r.tokens[-1]] for r in batch], dtype=torch.long)
+        positions = cache.lengths[rows].view(-1, 1).clone()
+        lengths = cache.begin_decode(rows)
+        output = self.model(
+            input_ids=last,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            dialogtune_lengths=lengths,
+            **self._adapters(batch),
+        )
+        cache.finish("decode", rows)
+        self.steps += 1
+        self._choose(active, output.logits[:live, -1], on_token)
+
+    def _choose(
+        self, requests: list[Request], logits: torch.Tensor, on_token: Callable[[Request, int], None] | None
+    ) -> None:
+        logits = logits.float()
+        for request, row in zip(requests, logits):
+            scores = row.unsqueeze(0)
+            if request.processors is not None:
+                seen = torch.tensor([request.prompt + request.tokens], dtype=torch.long)
+                scores = request.processors(seen, scores)
+            if request.generator is not None:
+                probs = torch.softmax(scores, dim=-1)
+                token = int(torch.multinomial(probs[0], 1, generator=request.generator))
+            else:
+                token = int(scores[0].argmax())
+            request.tokens.append(token)
+            if token in self.stop_ids:
+                request.finished = request.stopped_by_eos = True
+            elif len(request.tokens) >= request.max_new_tokens:
+                request.finished = True
+            if on_token is not None:
+                on_token(request, token)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def _adapters(self, batch: list[Request]) -> dict[str, Any]:
+        if not self.multi_adapter:
+            return {}
+        return {"adapter_names": [r.adapter or "__base__" for r in batch]}
+
+    def _cache(self, needed: int = 0) -> RaggedCache:
+        """The cache, created on first use and grown (contents kept) when a request needs more room."""
+        if self.cache is not None and needed <= self.cache.capacity:
+            return self.cache
+        config = self.config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        parameter = next(self.model.parameters())
+        grown = RaggedCache(
+            layers=config.num_hidden_layers,
+            slots=self.slots,
+            capacity=max(needed, 2 * self.cache.capacity if self.cache is not None else 0),
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=head_dim,
+            dtype=parameter.dtype,
+            device=parameter.device,
+        )
+        if self.cache is not None:
+            old = self.cache
+            for new, previous in zip(grown.keys + grown.values, old.keys + old.values):
+                new[:, :, : previous.shape[2]] = previous
+            grown.lengths.copy_(old.lengths)
+        self.cache = grown
+        return grown
+
+    @contextmanager
+    def _ragged_attention(self):
+        config = self.config
+        before = config._attn_implementation
+        config._attn_implementation = ATTENTION
+        try:
+            yield
+        finally:
+            config._attn_implementation = before
