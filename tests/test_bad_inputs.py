@@ -434,6 +434,11 @@ BAD_ADAPTER: list[tuple[str, str, object, str]] = [
         '{"signature": "x"}',
         "'signature' must be an object",
     ),
+    ("contract-garbage", "dialogtune_inference.json", "garbage", "dialogtune_inference.json:1:1: malformed"),
+    ("contract-deep", "dialogtune_inference.json", DEEP, "dialogtune_inference.json: JSON nested too deeply"),
+    ("contract-length-text", "dialogtune_inference.json", '{"max_dialogue_tokens": "x"}', "positive integer"),
+    ("contract-prompt-text", "dialogtune_inference.json", '{"prompt": "x"}', "unreadable inference contract"),
+    ("contract-no-placeholder", "dialogtune_inference.json", '{"prompt": {"template": "hi"}}', "placeholder"),
 ]
 ADAPTER_VERBS: dict[str, Callable[[Path, Path], list[str]]] = {
     "summarize": lambda a, tmp: [
