@@ -14,10 +14,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 
+from dialogtune.models.contract import InferenceContract, write_contract
 from dialogtune.models.kinds import CAUSAL
 from dialogtune.models.random_configs import byte_tokenizer
+from dialogtune.prompts import PromptTemplate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vllm" / "summarize_openai.py"
 # SmolLM2's template: a default system message unless the conversation starts with one.
@@ -38,17 +39,20 @@ def load_example():
 
 
 @pytest.mark.parametrize("system", [None, "You write one-sentence summaries."])
-def test_messages_render_to_dialogtunes_prompt(tmp_path, system):
+def test_prompt_ids_are_dialogtunes_tokens(tmp_path, system):
+    """The ids sent to the server are exactly what dialogtune's own formatter and encoder give."""
     example = load_example()
-    prompt = {"template": "Summarize:\n{dialogue}\nSummary: ", "chat": "auto", "system": system}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model": "m", "prompt": prompt}))
-    template = example.run_prompt(tmp_path)
+    template = PromptTemplate(template="Summarize:\n{dialogue}\nSummary: ", system=system)
+    write_contract(tmp_path, InferenceContract(prompt=template, max_dialogue_tokens=64, max_target_tokens=32))
+    contract = example.adapter_contract(tmp_path)
     tokenizer = byte_tokenizer(append_eos=False)
     tokenizer.chat_template = CHATML
-    messages = example.messages_for(DIALOGUE, template)
-    served = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert served == CAUSAL.format_prompt(tokenizer, DIALOGUE, template)
+    ids = example.prompt_ids(tokenizer, DIALOGUE, contract, 64)
+    expected = CAUSAL.format_prompt(tokenizer, DIALOGUE, template)
+    assert ids == CAUSAL.encode_prompts(tokenizer, [expected])[0]
+    served = tokenizer.decode(ids)
     assert ("You write one-sentence summaries." in served) == (system is not None)
+    assert "You are a helpful AI assistant" not in served  # the template's default is not sent
     assert "{shop}" in served  # braces in a dialogue are text, not a placeholder
 
 
@@ -60,7 +64,7 @@ def test_request_is_greedy_and_reads_the_reply():
         def do_POST(self):
             seen["path"], seen["auth"] = self.path, self.headers.get("Authorization")
             seen["body"] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": " A summary. "}}]}
+            reply = {"choices": [{"index": 0, "text": " A summary. "}]}
             data = json.dumps(reply).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -74,15 +78,15 @@ def test_request_is_greedy_and_reads_the_reply():
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        body = example.request_body("dialogsum", [{"role": "user", "content": "hi"}], 64)
-        text = example.chat(f"http://127.0.0.1:{server.server_port}/v1", body, api_key="k")
+        body = example.request_body("dialogsum", [1, 2, 3], 64)
+        text = example.complete(f"http://127.0.0.1:{server.server_port}/v1", body, api_key="k")
     finally:
         server.shutdown()
     assert text == "A summary."
-    assert seen["path"] == "/v1/chat/completions" and seen["auth"] == "Bearer k"
+    assert seen["path"] == "/v1/completions" and seen["auth"] == "Bearer k"
     assert seen["body"] == {
         "model": "dialogsum",
-        "messages": [{"role": "user", "content": "hi"}],
+        "prompt": [1, 2, 3],
         "max_tokens": 64,
         "temperature": 0,
         "n": 1,

@@ -48,7 +48,7 @@ def llama_adapters(tmp_path_factory):
 
 
 def build_app(spec: str, adapter_dirs: dict[str, str], **overrides):
-    registry = AdapterRegistry(load_model(spec))
+    registry = AdapterRegistry(load_model(spec, dtype="fp32"))  # mixed-adapter batches: exact in fp32
     for name, path in adapter_dirs.items():
         registry.load(name, path)
     config = ServingConfig(**{"default_max_new_tokens": NEW_TOKENS, "api_token": TOKEN, **overrides})
@@ -58,7 +58,7 @@ def build_app(spec: str, adapter_dirs: dict[str, str], **overrides):
 @functools.cache
 def expected_texts(spec: str, adapter: str | None) -> list[str]:
     """What loading this adapter alone and calling generate gives."""
-    loaded = load_model(spec, adapter=adapter)
+    loaded = load_model(spec, adapter=adapter, dtype="fp32")
     return generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=NEW_TOKENS)).texts
 
 
@@ -248,7 +248,7 @@ def test_a_failed_load_leaves_the_served_model_as_it_was(llama_adapters, tmp_pat
     save_file({k: v for i, (k, v) in enumerate(sorted(load_file(weights).items())) if i % 2}, weights)
     from dialogtune.errors import ModelSpecError
 
-    registry = AdapterRegistry(load_model(spec))
+    registry = AdapterRegistry(load_model(spec, dtype="fp32"))  # mixed-adapter batches: exact in fp32
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS)
     with pytest.raises(ModelSpecError, match="does not match its adapter_config.json"):
         registry.load("broken", broken)  # as the first adapter: the bare base is restored

@@ -61,7 +61,7 @@ def dirs(tmp_path_factory):
 
 def build(dirs, names=("a0",), **overrides):
     root, found = dirs
-    registry = AdapterRegistry(load_model(SPEC))
+    registry = AdapterRegistry(load_model(SPEC, dtype="fp32"))
     for name in names:
         registry.load(name, found[name])
     config = {"api_token": TOKEN, "default_max_new_tokens": 8, "adapter_root": root, **overrides}
@@ -158,7 +158,7 @@ def test_adapters_that_change_the_shared_base_are_named_by_their_config(config, 
 
 
 def test_the_self_check_notices_a_silently_changed_base(dirs):
-    registry = AdapterRegistry(load_model(SPEC))
+    registry = AdapterRegistry(load_model(SPEC, dtype="fp32"))
     registry.load("a0", dirs[1]["a0"])
     assert registry.check() is None
     with torch.no_grad():  # what an adapter training the base's own weights would do to everyone

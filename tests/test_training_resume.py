@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from test_training import write_dialogues
 
 from dialogtune.errors import ConfigError
+from dialogtune.ownership import mark
 from dialogtune.training import load_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +111,7 @@ def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = load_config(CONFIG, overrides(tmp_path, "run"))
     run.mkdir()
-    (run / "config.yaml").write_text("method: full\n")  # an interrupted run made with another config
+    mark(run, "train")  # an interrupted training run, made with another config
+    (run / "config.yaml").write_text("method: full\n")
     with pytest.raises(ConfigError, match="different config"):
         train(config, resume=True, progress=False)

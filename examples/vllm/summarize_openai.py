@@ -1,13 +1,16 @@
-"""Summaries from an OpenAI-compatible server (vLLM) with the exact prompt dialogtune uses.
+"""Summaries from an OpenAI-compatible server (vLLM, or dialogtune serve) with dialogtune's exact prompt.
 
-dialogtune formats a dialogue as: the run's prompt template filled with the dialogue (the
-dialogue first truncated to ``--max-dialogue-tokens`` tokens), sent as the user message of
-the model's chat template, after the run's saved system prompt if it has one (otherwise the
-chat template's own default). This script builds the same messages from the run's
-``config.yaml`` and sends them to ``/v1/chat/completions``, greedy, so the server renders
-the same prompt tokens; ``--check-prompt`` proves it against dialogtune's own formatter.
+dialogtune formats a dialogue with the adapter's saved inference contract
+(``adapter/dialogtune_inference.json``: template, chat mode, system message, dialogue length):
+the dialogue is cut to the saved length, filled into the template and wrapped in the model's
+chat template — without the default system message some templates insert on their own
+(SmolLM2's "You are ... SmolLM"), unless the contract keeps it. A server cannot be told to
+drop that default through chat messages, so this script renders the prompt itself and sends
+its **token ids** to ``/v1/completions`` (the OpenAI API accepts a list of ids as ``prompt``):
+the server then runs exactly the tokens dialogtune would, greedy. ``--check-prompt`` prints
+the rendered prompt for the first dialogue and exits.
 
-    python examples/vllm/summarize_openai.py --run runs/smollm2-lora-cpu \\
+    python examples/vllm/summarize_openai.py --adapter runs/smollm2-lora-cpu/adapter \\
         --tokenizer models/smollm2-135m-instruct --base-url http://127.0.0.1:8000/v1 --model dialogsum \\
         --input dialogues.jsonl --output predictions.jsonl
 
@@ -24,82 +27,90 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dialogtune.prompts import PromptTemplate
+from dialogtune.models.contract import InferenceContract, read_contract
 
 
-def run_prompt(run_dir: str | Path) -> PromptTemplate:
-    """The prompt a ``dialogtune train`` run was trained with (its resolved ``config.yaml``)."""
-    config = yaml.safe_load(Path(run_dir, "config.yaml").read_text(encoding="utf-8")) or {}
-    return PromptTemplate(**config.get("prompt", {}))
+def adapter_contract(adapter_dir: str | Path) -> InferenceContract:
+    """How the adapter was prompted in training (its saved contract, or its run's config.yaml)."""
+    contract = read_contract(adapter_dir)
+    if contract is None:
+        raise SystemExit(
+            f"{adapter_dir}: no dialogtune_inference.json (not an adapter made by dialogtune train)"
+        )
+    return contract
 
 
-def messages_for(dialogue: str, template: PromptTemplate) -> list[dict[str, str]]:
-    """The chat messages dialogtune renders for a causal chat model (``CausalKind.format_prompt``)."""
-    messages = [{"role": "user", "content": template.fill(dialogue).strip()}]
-    if template.system is not None:
-        messages.insert(0, {"role": "system", "content": template.system})
-    return messages
+def prompt_ids(
+    tokenizer: Any, dialogue: str, contract: InferenceContract, max_dialogue_tokens: int
+) -> list[int]:
+    """The token ids dialogtune feeds its model for ``dialogue`` (``CausalKind``'s formatting)."""
+    from dialogtune.models.kinds import CAUSAL, truncate_dialogue
+
+    text = CAUSAL.format_prompt(
+        tokenizer, truncate_dialogue(tokenizer, dialogue, max_dialogue_tokens), contract.prompt
+    )
+    return CAUSAL.encode_prompts(tokenizer, [text])[0]
 
 
-def request_body(model: str, messages: list[dict[str, str]], max_new_tokens: int) -> dict[str, Any]:
+def request_body(model: str, ids: list[int], max_new_tokens: int) -> dict[str, Any]:
     """Greedy, like dialogtune's default (``temperature=0`` is greedy in vLLM and OpenAI's API)."""
-    return {"model": model, "messages": messages, "max_tokens": max_new_tokens, "temperature": 0, "n": 1}
+    return {"model": model, "prompt": ids, "max_tokens": max_new_tokens, "temperature": 0, "n": 1}
 
 
-def chat(base_url: str, body: dict[str, Any], api_key: str | None = None) -> str:
+def complete(base_url: str, body: dict[str, Any], api_key: str | None = None) -> str:
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     request = urllib.request.Request(
-        base_url.rstrip("/") + "/chat/completions", json.dumps(body).encode(), headers, method="POST"
+        base_url.rstrip("/") + "/completions", json.dumps(body).encode(), headers, method="POST"
     )
     with urllib.request.urlopen(request, timeout=300) as response:
-        return json.load(response)["choices"][0]["message"]["content"].strip()
+        return json.load(response)["choices"][0]["text"].strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="the dialogtune train run directory (its config.yaml)")
+    parser.add_argument("--adapter", required=True, help="the adapter folder (its dialogtune_inference.json)")
     parser.add_argument("--tokenizer", required=True, help="the exported base folder (export_base.py)")
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--model", default="dialogsum", help="the adapter's --lora-modules name")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="dialogtune's default: 200")
-    parser.add_argument("--max-dialogue-tokens", type=int, default=1024, help="dialogtune's default: 1024")
     parser.add_argument(
-        "--check-prompt", action="store_true", help="compare with dialogtune's prompt, then exit"
+        "--max-new-tokens", type=int, default=None, help="default: the contract's target length"
+    )
+    parser.add_argument("--max-dialogue-tokens", type=int, default=None, help="default: the contract's")
+    parser.add_argument(
+        "--check-prompt", action="store_true", help="print the first rendered prompt, then exit"
     )
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
 
     from dialogtune.io import write_jsonl
-    from dialogtune.models.kinds import CAUSAL, truncate_dialogue
 
-    template = run_prompt(args.run)
+    contract = adapter_contract(args.adapter)
+    max_new = args.max_new_tokens or contract.max_target_tokens or 200
+    max_dialogue = args.max_dialogue_tokens or contract.max_dialogue_tokens or 1024
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     rows = [
         json.loads(line) for line in Path(args.input).read_text(encoding="utf-8").splitlines() if line.strip()
     ]
     out = []
     for row in rows:
-        dialogue = truncate_dialogue(tokenizer, row["dialogue"], args.max_dialogue_tokens)
-        messages = messages_for(dialogue, template)
+        ids = prompt_ids(tokenizer, row["dialogue"], contract, max_dialogue)
         if args.check_prompt:
-            # What vLLM renders from these messages vs what dialogtune feeds its model.
-            served = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            ours = CAUSAL.format_prompt(tokenizer, dialogue, template)
-            print(f"{row['id']}: {'same prompt' if served == ours else 'DIFFERENT PROMPT'}")
-            continue
-        body = request_body(args.model, messages, args.max_new_tokens)
-        out.append({**row, "prediction": chat(args.base_url, body, args.api_key)})
-    if not args.check_prompt:
-        write_jsonl(args.output, out)
-        print(f"wrote {len(out)} predictions to {args.output}")
+            print(tokenizer.decode(ids))
+            return
+        out.append(
+            {
+                **row,
+                "prediction": complete(args.base_url, request_body(args.model, ids, max_new), args.api_key),
+            }
+        )
+    write_jsonl(args.output, out)
+    print(f"wrote {len(out)} predictions to {args.output}")
 
 
 if __name__ == "__main__":

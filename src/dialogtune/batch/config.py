@@ -1,7 +1,7 @@
 """What a batch job is: the model work (identical on every engine) and how to run it.
 
-:class:`ModelJob` is everything that decides the summaries: model, adapter, dtype, prompt
-and generation settings. :class:`BatchConfig` adds the inputs, the output directory and the
+:class:`ModelJob` is everything that decides the summaries: model, adapter (merged or not), prompt
+and generation settings (precision included). :class:`BatchConfig` adds the inputs, the output directory and the
 engine. Only the fields that change outputs or shard boundaries go into the job key that a
 rerun must match (see ``output.job_identity``); engine, workers and threads do not, so a job
 started with ``--engine local`` can be finished with ``--engine ray``.
@@ -27,7 +27,7 @@ class ModelJob:
 
     model: str = DEFAULT_MODEL
     adapter: str | None = None
-    dtype: str = "auto"
+    merge: str = "auto"  # fold the adapter into the base weights (dialogtune.models.inference)
     device: str = "auto"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     prompt: PromptTemplate = field(default_factory=PromptTemplate)

@@ -47,7 +47,7 @@ def job_identity(config: BatchConfig, files: list[Path]) -> dict[str, Any]:
         "adapter": adapter,
         # An adapter retrained in place must not be mixed with its old outputs.
         "adapter_mtime_ns": weights.stat().st_mtime_ns if weights and weights.exists() else None,
-        "dtype": job.dtype,
+        "merge": job.merge,
         "device": job.device,
         "generation": job.generation.to_dict(),
         "prompt": job.prompt.to_dict(),

@@ -34,13 +34,19 @@ class Summarizer:
     def __init__(self, job: ModelJob, threads: int | None = None, dialogue_column: str = "dialogue") -> None:
         import torch
 
-        from dialogtune.models.loading import load_model
+        from dialogtune.models.inference import load_for_inference
 
         if threads is not None:  # before any model work: intra-op pools are sized on first use
             torch.set_num_threads(threads)
         self.job = job
         self.dialogue_column = dialogue_column
-        self.loaded = load_model(job.model, dtype=job.dtype, device=job.device, adapter=job.adapter)
+        self.loaded = load_for_inference(
+            job.model,
+            adapter=job.adapter,
+            precision=job.generation.precision,
+            device=job.device,
+            merge=job.merge,
+        )
 
     def __call__(self, batch: pa.Table | Mapping[str, Sequence[Any]]) -> pa.Table | dict[str, list[Any]]:
         from dialogtune.generation import generate

@@ -6,12 +6,7 @@ import argparse
 import sys
 
 from dialogtune.cli.common import positive_int
-from dialogtune.cli.model_args import (
-    add_generation_args,
-    add_model_args,
-    generation_settings_from_args,
-    prompt_from_args,
-)
+from dialogtune.cli.model_args import add_generation_args, add_model_args, inference_inputs
 
 
 def _non_negative_float(text: str) -> float:
@@ -90,13 +85,14 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dialogtune.batch import BatchConfig, ModelJob, run_batch
 
+    settings, template = inference_inputs(args)  # flags, else the adapter's saved contract
     job = ModelJob(
         model=args.model,
         adapter=args.adapter,
-        dtype=args.dtype,
+        merge=args.merge,
         device=args.device,
-        generation=generation_settings_from_args(args),
-        prompt=prompt_from_args(args),
+        generation=settings,
+        prompt=template,
     )
     config = BatchConfig(
         input=args.input,

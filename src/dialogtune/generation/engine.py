@@ -100,14 +100,18 @@ def make_request(
 class RaggedEngine:
     """Runs :class:`Request` objects through ``model`` in up to ``slots`` cache slots."""
 
-    def __init__(self, model: torch.nn.Module, stop_ids: Iterable[int], slots: int) -> None:
+    def __init__(
+        self, model: torch.nn.Module, stop_ids: Iterable[int], slots: int, *, per_row_adapters: bool = False
+    ) -> None:
+        """``per_row_adapters``: each request names its PEFT adapter (``None``: the bare base), as
+        in a server holding several; otherwise the model runs as it is."""
         self.model = model
         self.stop_ids = {int(i) for i in stop_ids}
         self.slots = slots
         self.cache: RaggedCache | None = None
         base = model.get_base_model() if isinstance(model, PeftModel) else model
         self.config = base.config
-        self.multi_adapter = isinstance(model, PeftModel) and len(model.peft_config) > 1
+        self.per_row_adapters = per_row_adapters and isinstance(model, PeftModel)
         self.steps = 0  # decode steps run (for statistics)
 
     # ---- the loop -------------------------------------------------------------------------------
@@ -226,7 +230,7 @@ class RaggedEngine:
     # ---- plumbing -------------------------------------------------------------------------------
 
     def _adapters(self, batch: list[Request]) -> dict[str, Any]:
-        if not self.multi_adapter:
+        if not self.per_row_adapters:
             return {}
         return {"adapter_names": [r.adapter or "__base__" for r in batch]}
 
@@ -237,20 +241,21 @@ class RaggedEngine:
         config = self.config
         heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        parameter = next(self.model.parameters())
         grown = RaggedCache(
             layers=config.num_hidden_layers,
             slots=self.slots,
             capacity=max(needed, 2 * self.cache.capacity if self.cache is not None else 0),
             kv_heads=getattr(config, "num_key_value_heads", None) or heads,
             head_dim=head_dim,
-            dtype=parameter.dtype,
-            device=parameter.device,
+            device=next(self.model.parameters()).device,
         )
         if self.cache is not None:
             old = self.cache
-            for new, previous in zip(grown.keys + grown.values, old.keys + old.values):
-                new[:, :, : previous.shape[2]] = previous
+            for layer, (keys, values) in enumerate(zip(old.keys, old.values)):
+                if keys is not None and values is not None:
+                    new_keys, new_values = grown.buffers(layer, keys.dtype, values.dtype)
+                    new_keys[:, :, : keys.shape[2]] = keys
+                    new_values[:, :, : values.shape[2]] = values
             grown.lengths.copy_(old.lengths)
         self.cache = grown
         return grown

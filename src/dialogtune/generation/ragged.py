@@ -55,13 +55,13 @@ def ragged_attention(
     rows, heads, _, dim = query.shape
     kv_heads, positions = key.shape[1], key.shape[2]
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
-    grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim).float()
-    scores = (
-        torch.matmul(grouped, key.float().transpose(-1, -2)) * scale
-    )  # (rows, kv_heads, group, positions)
-    unused = torch.arange(positions, device=key.device) >= dialogtune_lengths.view(rows, 1, 1, 1)
-    weights = torch.softmax(scores.masked_fill(unused, float("-inf")), dim=-1)
-    out = torch.matmul(weights, value.float()).to(query.dtype)  # (rows, kv_heads, group, dim)
+    with torch.autocast(query.device.type, enabled=False):  # fp32 here, even under bf16 autocast
+        grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim).float()
+        # scores: (rows, kv_heads, group, positions); out: (rows, kv_heads, group, dim)
+        scores = torch.matmul(grouped, key.float().transpose(-1, -2)) * scale
+        unused = torch.arange(positions, device=key.device) >= dialogtune_lengths.view(rows, 1, 1, 1)
+        weights = torch.softmax(scores.masked_fill(unused, float("-inf")), dim=-1)
+        out = torch.matmul(weights, value.float()).to(query.dtype)
     return out.reshape(rows, heads, 1, dim).transpose(1, 2), None
 
 
@@ -80,12 +80,12 @@ class RaggedCache:
     """
 
     def __init__(
-        self, layers: int, slots: int, capacity: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
-        device: torch.device,
-    ) -> None:  # fmt: skip
-        shape = (slots, kv_heads, _align(capacity), head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self, layers: int, slots: int, capacity: int, kv_heads: int, head_dim: int, device: torch.device
+    ) -> None:
+        # Buffers take the dtype of the first keys stored (bf16 under autocast over fp32 weights).
+        self._shape, self._device = (slots, kv_heads, _align(capacity), head_dim), device
+        self.keys: list[torch.Tensor | None] = [None] * layers
+        self.values: list[torch.Tensor | None] = [None] * layers
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # tokens stored per slot
         self.phase: tuple[str, Any] = ("idle", None)
         self._span = 0
@@ -93,7 +93,20 @@ class RaggedCache:
 
     @property
     def capacity(self) -> int:
-        return self.keys[0].shape[2]
+        return self._shape[2]
+
+    def buffers(
+        self, layer: int, key_dtype: torch.dtype, value_dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``layer``'s key and value buffers, allocated on first use (in the dtypes the
+        model produces them: under autocast, RoPE leaves keys in fp32 and values in bf16)."""
+        if self.keys[layer] is None:
+            self.keys[layer] = torch.zeros(self._shape, dtype=key_dtype, device=self._device)
+            self.values[layer] = torch.zeros(self._shape, dtype=value_dtype or key_dtype, device=self._device)
+        return self.keys[layer], self.values[layer]  # type: ignore[return-value]
+
+    def allocated(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(k, v) for k, v in zip(self.keys, self.values) if k is not None and v is not None]
 
     def begin_prefill(self, slot: int) -> None:
         self.phase = ("prefill", slot)
@@ -110,15 +123,15 @@ class RaggedCache:
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, **_: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         kind, where = self.phase
-        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys, values = self.buffers(layer_idx, key_states.dtype, value_states.dtype)
         if kind == "prefill":
             n = key_states.shape[2]
-            keys[where, :, :n] = key_states[0]
-            values[where, :, :n] = value_states[0]
+            keys[where, :, :n] = key_states[0].to(keys.dtype)
+            values[where, :, :n] = value_states[0].to(values.dtype)
             return key_states, value_states  # the prompt attends to itself only
         position = self.lengths[where]
-        keys[where, :, position] = key_states[:, :, 0]
-        values[where, :, position] = value_states[:, :, 0]
+        keys[where, :, position] = key_states[:, :, 0].to(keys.dtype)
+        values[where, :, position] = value_states[:, :, 0].to(values.dtype)
         if self._prefix:  # the live slots are 0..rows-1: views, no copies
             return keys[: len(where), :, : self._span], values[: len(where), :, : self._span]
         return keys[where, :, : self._span], values[where, :, : self._span]
@@ -133,7 +146,7 @@ class RaggedCache:
     def move(self, source: int, target: int) -> None:
         """Copy slot ``source`` into ``target`` (to keep the live slots contiguous)."""
         n = int(self.lengths[source])
-        for keys, values in zip(self.keys, self.values):
+        for keys, values in self.allocated():
             keys[target, :, :n] = keys[source, :, :n]
             values[target, :, :n] = values[source, :, :n]
             keys[target, :, n:] = 0  # the zero tail the exactness argument relies on
@@ -142,7 +155,7 @@ class RaggedCache:
 
     def clear(self, slot: int) -> None:
         n = int(self.lengths[slot])
-        for keys, values in zip(self.keys, self.values):
+        for keys, values in self.allocated():
             keys[slot, :, :n] = 0
             values[slot, :, :n] = 0
         self.lengths[slot] = 0

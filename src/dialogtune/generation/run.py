@@ -150,4 +150,6 @@ def _generate_ragged(
         text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
         finished([request.index], [text], [len(request.tokens)])
 
-    engine.RaggedEngine(loaded.model, stops, slots=settings.batch_size).run(requests, on_done=done)
+    engine.RaggedEngine(
+        loaded.model, stops, slots=settings.batch_size, per_row_adapters=adapter_names is not None
+    ).run(requests, on_done=done)
