@@ -243,20 +243,23 @@ def test_one_json_log_line_per_request(client, caplog):
 
 def test_a_failed_load_leaves_the_served_model_as_it_was(llama_adapters, tmp_path):
     spec, dirs = llama_adapters
-    # A cut-off weights file: PEFT injects the LoRA layers, then fails reading the weights.
+    # A weights file lacking half its tensors: PEFT injects the LoRA layers and loads what there
+    # is; the missing ones are found after that. (A cut-off file is refused before injecting.)
+    from safetensors.torch import load_file, save_file
+
     broken = tmp_path / "broken"
     shutil.copytree(dirs["a0"], broken)
     weights = broken / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
+    save_file({k: v for i, (k, v) in enumerate(sorted(load_file(weights).items())) if i % 2}, weights)
     from dialogtune.errors import ModelSpecError
 
     registry = AdapterRegistry(load_model(spec, dtype="fp32"))  # mixed-adapter batches: exact in fp32
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS)
-    with pytest.raises(ModelSpecError, match="cannot load adapter"):
+    with pytest.raises(ModelSpecError, match="does not match its adapter_config.json"):
         registry.load("broken", broken)  # as the first adapter: the bare base is restored
     assert registry.generate(DIALOGUES, [None] * 3, settings, PromptTemplate()) == expected_texts(spec, None)
     registry.load("a0", dirs["a0"])
-    with pytest.raises(ModelSpecError, match="cannot load adapter"):
+    with pytest.raises(ModelSpecError, match="does not match its adapter_config.json"):
         registry.load("broken", broken)  # next to another adapter: only its own layers go
     assert "broken" not in registry and "broken" not in registry.loaded.model.peft_config
     assert registry.generate(DIALOGUES, ["a0"] * 3, settings, PromptTemplate()) == expected_texts(

@@ -34,11 +34,14 @@ import yaml
 
 from dialogtune.data.config import DataConfig
 from dialogtune.errors import ConfigError
+from dialogtune.evaluation.bootstrap import MAX_RESAMPLES
 from dialogtune.evaluation.rouge import RougeSettings
 from dialogtune.generation import GenerationSettings
+from dialogtune.io import read_yaml_file
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
-from dialogtune.training.config import build
+from dialogtune.seeds import check_seed
+from dialogtune.training.config import build, parse_set_value
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # names become directory names
 
@@ -57,8 +60,11 @@ class EvaluationConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
 
     def __post_init__(self) -> None:
-        if self.n_resamples < 1:
-            raise ConfigError(f"evaluation.n_resamples must be a positive integer, got {self.n_resamples}")
+        if not 1 <= self.n_resamples <= MAX_RESAMPLES:
+            raise ConfigError(
+                f"evaluation.n_resamples must be from 1 to {MAX_RESAMPLES:,}, got {self.n_resamples}"
+            )
+        check_seed("evaluation.seed", self.seed)
 
 
 @dataclass
@@ -114,8 +120,11 @@ class ReportSettings:
         for key in ("examples", "random_examples"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"report.{key} must be >= 0, got {getattr(self, key)}")
-        if self.n_resamples < 1:
-            raise ConfigError(f"report.n_resamples must be a positive integer, got {self.n_resamples}")
+        if not 1 <= self.n_resamples <= MAX_RESAMPLES:
+            raise ConfigError(
+                f"report.n_resamples must be from 1 to {MAX_RESAMPLES:,}, got {self.n_resamples}"
+            )
+        check_seed("report.seed", self.seed)
 
 
 @dataclass
@@ -173,10 +182,7 @@ def apply_set(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got '{item}'")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
+    value = parse_set_value(key, text, yaml.safe_load)
     parts = key.strip().split(".")
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
@@ -208,15 +214,15 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     base_dir = Path(".")
     if path is not None:
         file = Path(path)
-        if not file.is_file():
+        if not file.exists():
             raise ConfigError(f"experiment file not found: {path}")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        loaded = read_yaml_file(file, ConfigError)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys")
-        raw = json.loads(json.dumps(loaded or {}))  # a deep copy that --set may change freely
+        try:  # a deep copy that --set may change freely; YAML dates become their text
+            raw = json.loads(json.dumps(loaded or {}, default=str))
+        except (TypeError, ValueError) as exc:  # e.g. a date as a key
+            raise ConfigError(f"{path}: unsupported YAML content ({exc})") from None
         base_dir = file.resolve().parent
     for item in overrides or []:
         apply_set(raw, item)

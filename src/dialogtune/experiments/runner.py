@@ -33,12 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dialogtune.data.records import Record
-from dialogtune.errors import DialogtuneError
+from dialogtune.errors import DataError, DialogtuneError
 from dialogtune.experiments.config import ExperimentConfig, ModelEntry, resolve_config_path
-from dialogtune.io import write_json
+from dialogtune.io import read_json_file, read_yaml_file, write_json
 from dialogtune.ownership import claim_output_dir, mark, remove_tree
 from dialogtune.report.collect import EXPERIMENT_MANIFEST
 
@@ -57,11 +55,11 @@ def stage_key(payload: Any) -> str:
 
 
 def read_stage(stage_dir: Path) -> dict[str, Any]:
+    """The stage marker, or ``{}`` when there is none or it is unreadable (the stage then reruns)."""
     try:
-        loaded = json.loads((stage_dir / STAGE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_file(stage_dir / STAGE_FILE)
+    except DataError:
         return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def write_stage(stage_dir: Path, kind: str, key: str, config: Any) -> dict[str, Any]:
@@ -198,8 +196,8 @@ def _train_stage(
     stage = read_stage(stage_dir)
     finished = (stage_dir / "metadata.json").is_file()
     saved = (
-        _normalised(yaml.safe_load((stage_dir / "config.yaml").read_text()))
-        if (stage_dir / "config.yaml").is_file()
+        _normalised(read_yaml_file(stage_dir / "config.yaml"))
+        if (stage_dir / "config.yaml").exists()
         else None
     )
     started = time.perf_counter()

@@ -23,9 +23,11 @@ import yaml
 from dialogtune.data.config import DEFAULT_SOURCE, DataConfig
 from dialogtune.errors import ConfigError
 from dialogtune.generation import GenerationSettings
+from dialogtune.io import check_parsed, check_yaml_brackets, read_json_file, read_yaml_file
 from dialogtune.models.lora import LoraSettings
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
+from dialogtune.seeds import check_seed
 
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 SCHEDULERS = (
@@ -91,6 +93,7 @@ class TrainData:
             )
         if self.max_target_tokens < 2:
             raise ConfigError(f"data.max_target_tokens must be at least 2, got {self.max_target_tokens}")
+        check_seed("data.seed", self.seed)
         for name in ("train", "eval"):
             if getattr(self, name) is not None:
                 self.data_config(name)  # DataConfig validates split names and counts
@@ -202,6 +205,8 @@ class TrainingSettings:
             value = getattr(self, key)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise ConfigError(f"training.{key} has an invalid value: {value!r}")
+        if self.deepspeed is not None:  # transformers reads it much later, with a traceback if broken
+            read_json_file(self.deepspeed, ConfigError)
 
 
 @dataclass
@@ -277,6 +282,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in ("full", "lora"):
             raise ConfigError(f"method must be full or lora, got '{self.method}'")
+        check_seed("seed", self.seed)
         if not self.model.strip():
             raise ConfigError("model must be a non-empty model spec")
         if not str(self.output_dir).strip():
@@ -326,17 +332,26 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
+def parse_set_value(key: str, text: str, parse: Any) -> Any:
+    """The value of ``--set key=text`` parsed as YAML; text that is not YAML stays text."""
+    check_yaml_brackets(f"--set {key.strip()}", text, ConfigError)
+    try:
+        value = parse(text) if text.strip() else ""
+    except yaml.YAMLError:  # e.g. a path with a colon; or bytes that are not UTF-8 (checked below)
+        value = text
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: value nested too deeply") from None
+    check_parsed(f"--set {key.strip()}", value, ConfigError, what="value")
+    return value
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (or start from defaults when ``path`` is None), apply ``--set`` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        file = Path(path)
-        if not file.is_file():
+        if not Path(path).exists():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = parse_yaml(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        loaded = read_yaml_file(path, ConfigError, loader=_Yaml12Loader)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys")
         raw = loaded or {}
@@ -351,10 +366,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got '{item}'")
-        try:
-            value = parse_yaml(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
+        value = parse_set_value(key, text, parse_yaml)
         parts = key.strip().split(".")
         node = raw
         for part in parts[:-1]:
