@@ -19,6 +19,7 @@ models (T5, BART) keep using.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import threading
@@ -176,7 +177,7 @@ class ContinuousBatcher:
                     [],
                     on_token=self._token,
                     on_done=self._done,
-                    admit=lambda: self._admit(engine),
+                    admit=functools.partial(self._admit, engine),
                     on_step=self._step,
                 )
             except Exception as exc:  # every request in flight learns why; the thread goes on
