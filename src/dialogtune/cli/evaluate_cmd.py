@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from dialogtune.cli.common import add_data_args, data_config_from_args, positive_int
+from dialogtune.cli.common import add_data_args, data_config_from_args, resamples_int
 from dialogtune.cli.model_args import (
     add_generation_args,
     add_model_args,
@@ -27,7 +27,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="how texts are split into lines for rougeLsum (default: %(default)s)",
     )
     group.add_argument("--no-stemmer", action="store_true", help="disable the Porter stemmer")
-    group.add_argument("--n-resamples", type=positive_int, default=1000, help="bootstrap resamples for CIs")
+    group.add_argument("--n-resamples", type=resamples_int, default=1000, help="bootstrap resamples for CIs")
     parser.add_argument("--output-dir", required=True, help="run directory to write")
     parser.add_argument(
         "--overwrite",

@@ -12,17 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dialogtune.data.config import DataConfig
 from dialogtune.data.records import Record
 from dialogtune.data.sources import data_fingerprint
-from dialogtune.errors import ConfigError, DataError
+from dialogtune.errors import ConfigError, DataError, DialogtuneError
 from dialogtune.evaluation.metrics import compute_metrics
 from dialogtune.evaluation.predictions import prediction_row, write_predictions
 from dialogtune.evaluation.rouge import RougeSettings
 from dialogtune.generation import GenerationSettings
-from dialogtune.io import write_json
+from dialogtune.io import read_json_file, read_yaml_file, write_json
 from dialogtune.models.fingerprint import weights_fingerprint
 from dialogtune.models.loading import LoadedModel
 from dialogtune.models.params import count_parameters
@@ -59,9 +57,10 @@ _IDENTITY = (
 
 
 def _saved_config(out: Path) -> dict[str, Any]:
+    """The folder's saved evaluation config; unreadable counts as "another evaluation"."""
     try:
-        loaded = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        loaded = read_yaml_file(out / "config.yaml", ConfigError)
+    except DialogtuneError:
         return {}
     return loaded if isinstance(loaded, dict) else {}
 
@@ -120,17 +119,21 @@ def evaluate_to_dir(
         changed = _changed(saved, config)
         finished = _finished(out, split)
         if not changed and finished:  # the same weights, data and settings: nothing to redo
-            metrics = json.loads((out / "metrics" / f"{split}.json").read_text(encoding="utf-8"))
-            metrics["reused"] = True
-            return metrics
-        if changed and not overwrite:
+            try:
+                metrics = read_json_file(out / "metrics" / f"{split}.json", ConfigError)
+            except DialogtuneError:  # damaged: evaluate again (below), replacing it
+                changed = ["metrics (unreadable)"]
+            else:
+                metrics["reused"] = True
+                return metrics
+        if changed and not overwrite and changed != ["metrics (unreadable)"]:
             raise ConfigError(
                 f"{out} holds an evaluation of {saved.get('model')}"
                 + (f" + adapter {saved.get('adapter')}" if saved.get("adapter") else "")
                 + f" that differs in {', '.join(changed)}; choose another output folder or pass "
                 "--overwrite to replace it"
             )
-        if changed:  # and overwrite: replace it
+        if changed:  # overwrite (or a damaged finished run of ours): replace it
             refuse_protected(out)
             remove_tree(out)
     partial = out / "predictions" / f"{split}.jsonl.partial"
