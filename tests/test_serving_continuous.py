@@ -119,3 +119,33 @@ def test_close_refuses_new_work_and_finishes_what_was_admitted():
         return await pending
 
     assert len(asyncio.run(scenario())) == 4
+
+
+def test_serve_merged_serves_only_its_adapter_with_the_unmerged_outputs(tmp_path):
+    """``serve --merged``: the one adapter folded into the base answers as the adapter does
+    unmerged; the base alone and run-time loads are refused with clear errors."""
+    from fastapi.testclient import TestClient
+
+    from dialogtune.models.inference import load_for_inference
+    from dialogtune.serving import ServingConfig, create_app
+    from dialogtune.serving.demo_adapters import make_random_adapter
+
+    adapter = make_random_adapter("random:tiny-llama", tmp_path / "a", seed=3)
+    merged = load_for_inference("random:tiny-llama", adapter=str(adapter), precision="fp32", merge="yes")
+    assert merged.adapter_merged
+    registry = AdapterRegistry(merged, merged="support")
+    config = ServingConfig(default_max_new_tokens=12, api_token="a-long-token", adapter_root=tmp_path)
+    auth = {"Authorization": "Bearer a-long-token"}
+    unmerged = load_model("random:tiny-llama", adapter=str(adapter), dtype="fp32")
+    expected = generate(unmerged, DIALOGUES, GenerationSettings(max_new_tokens=12)).texts
+    with TestClient(create_app(registry, config)) as client:
+        answer = client.post(
+            "/v1/summarize", json={"dialogues": DIALOGUES, "adapter": "support"}, headers=auth
+        )
+        assert answer.status_code == 200 and answer.json()["summaries"] == expected
+        base = client.post("/v1/summarize", json={"dialogues": DIALOGUES}, headers=auth)
+        assert base.status_code == 404 and "only adapter 'support'" in base.json()["detail"]
+        listed = client.get("/v1/adapters", headers=auth).json()["adapters"]
+        assert [a["name"] for a in listed] == ["support"]
+        load = client.post("/v1/admin/adapters", json={"name": "b", "path": str(adapter)}, headers=auth)
+        assert load.status_code in (400, 409) and "merged" in load.json()["detail"]

@@ -45,7 +45,7 @@ def load_for_inference(
     base = load_model(resolve_spec(model), dtype="fp32", device=str(target))
     resolved = resolve_precision(precision, device=target, model_type=base.model.config.model_type)
     attach_adapter(base, adapter, trainable=False)  # onto the fp32 weights: the merge rounds once
-    if mergeable(base):
+    if mergeable(base.model):
         base.model = base.model.merge_and_unload()
         base.model.eval()
         base.adapter_merged = True

@@ -117,6 +117,11 @@ class SummarizeService:
     def decode_request(self, body: SummarizeRequest) -> DecodedRequest:
         cfg = self.config
         dialogues = body.texts()
+        merged = self.registry.merged
+        if merged is not None and body.adapter != merged:
+            raise HTTPException(
+                404, f"this server serves only adapter '{merged}' (merged into its base); ask for it by name"
+            )
         if body.adapter is not None and body.adapter not in self.registry:
             known = ", ".join(sorted(self.registry.infos)) or "none"
             raise HTTPException(

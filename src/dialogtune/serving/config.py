@@ -47,8 +47,17 @@ class ServingConfig:
     max_new_tokens_limit: int = field(
         default=512, metadata={"help": "largest max_new_tokens a request may ask"}
     )
-    max_batch_size: int = field(default=16, metadata={"help": "most dialogues in one generate call"})
-    max_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits for company"})
+    max_batch_size: int = field(
+        default=16,
+        metadata={
+            "help": "most dialogues decoded together (decoder-only models: continuous batching; "
+            "1 handles requests one by one)"
+        },
+    )
+    max_wait_ms: float = field(
+        default=10.0,
+        metadata={"help": "encoder-decoder models: how long an idle server waits for more requests to batch"},
+    )
     max_queued_dialogues: int = field(default=512, metadata={"help": "beyond this, requests get 503"})
     max_request_cost: int = field(
         default=4_000_000, metadata={"help": "most token-steps one request may ask for (413 beyond)"}
@@ -60,7 +69,12 @@ class ServingConfig:
     body_timeout_s: float = field(
         default=30.0, metadata={"help": "seconds a client has to send its request body (408 beyond)"}
     )
-    mixed_adapter_batches: bool = field(default=True, metadata={"help": "let adapters share a generate call"})
+    mixed_adapter_batches: bool = field(
+        default=True,
+        metadata={
+            "help": "let adapters share a generate call (encoder-decoder models; decoder-only always do)"
+        },
+    )
     api_token: str | None = field(default=None, repr=False, metadata={"help": "bearer token; None: no auth"})
     adapter_root: Path | None = field(default=None, metadata={"help": "admin loads only adapters under this"})
     template: PromptTemplate = field(default_factory=PromptTemplate)

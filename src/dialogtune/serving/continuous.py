@@ -215,7 +215,9 @@ class ContinuousBatcher:
             for row, prompt in enumerate(job.prompts):
                 index = next(self._ids)
                 self._rows[index] = (job, row)
-                requests.append(make_request(index, prompt, job.settings, job.adapter))
+                requests.append(
+                    make_request(index, prompt, job.settings, self.registry.model_adapter(job.adapter))
+                )
         with self._lock:
             self._in_flight += len(requests)
         return requests

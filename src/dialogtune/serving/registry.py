@@ -143,12 +143,31 @@ def _label(name: str | None) -> str:
 class AdapterRegistry:
     """One base model and the adapters loaded on it, by name."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, *, merged: str | None = None) -> None:
+        """``merged``: the name of the adapter folded into ``loaded`` (``serve --merged``); then
+        only that adapter is served, and no other can be loaded."""
         if isinstance(loaded.model, PeftModel):
             raise ModelSpecError("the registry needs the bare base model; add adapters with load()")
         self.loaded = loaded
+        self.merged = merged
         self.infos: dict[str, AdapterInfo] = {}
         self.contracts: dict[str, InferenceContract | None] = {}
+        if merged is not None:
+            if not loaded.adapter_merged or loaded.adapter is None:
+                raise ModelSpecError("a merged registry needs a model with its adapter merged")
+            folder = Path(loaded.adapter)
+            config = _read_adapter_config(folder)
+            targets = config.get("target_modules") or []
+            self.infos[merged] = AdapterInfo(
+                name=merged,
+                path=str(folder.resolve()),
+                base_model=loaded.spec.raw,
+                rank=config.get("r"),
+                alpha=config.get("lora_alpha"),
+                target_modules=sorted(targets) if isinstance(targets, list) else [str(targets)],
+                size_bytes=(folder / "adapter_model.safetensors").stat().st_size,
+            )
+            self.contracts[merged] = read_contract(folder)
         self.problem: str | None = None  # set when the model no longer answers as loaded
         # What the probe gives through the base and each adapter, taken when it was loaded.
         self._fingerprints: dict[str | None, torch.Tensor] = {None: self._probe([None])[0]}
@@ -167,6 +186,11 @@ class AdapterRegistry:
         adapter, including one that fails the self-check once loaded.
         """
         _check_name(name)
+        if self.merged is not None:
+            raise ModelSpecError(
+                f"this server serves adapter '{self.merged}' merged into its base; start it without "
+                "--merged to load others"
+            )
         if name in self.infos:
             raise ModelSpecError(f"an adapter named '{name}' is already loaded")
         folder = Path(path)
@@ -287,8 +311,13 @@ class AdapterRegistry:
         self.problem = self.self_check()
         return self.problem
 
+    def model_adapter(self, adapter: str | None) -> str | None:
+        """The adapter name the model knows: the merged adapter is the model itself (``None``)."""
+        return None if adapter is not None and adapter == self.merged else adapter
+
     def adapter_names(self, adapters: Sequence[str | None]) -> list[str] | None:
         """Per-row names for PEFT; ``None`` while no adapter is loaded (a plain model)."""
+        adapters = [self.model_adapter(a) for a in adapters]
         if not isinstance(self.loaded.model, PeftModel):
             if any(a is not None for a in adapters):
                 raise ModelSpecError("no adapters are loaded")
