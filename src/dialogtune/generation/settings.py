@@ -11,6 +11,7 @@ from dialogtune.seeds import check_seed
 
 # How a model computes (resolved by dialogtune.models.precision; listed here, torch-free, for configs).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENGINES = ("auto", "generate")
 MAX_BEAMS = 256  # wider than any decoding uses; each beam costs a copy of the generation state
 _MAX_INT = 2**31 - 1
 _INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", "max_dialogue_tokens")
@@ -39,6 +40,13 @@ class GenerationSettings:
     )
     sort_by_length: bool = field(default=True, metadata={"help": "start the longest prompts first"})
     seed: int = field(default=0, metadata={"help": "seed for sampling"})
+    engine: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (continuous batching for decoder-only models, outputs independent of the batch) "
+            "or generate (transformers' generate in static batches, the reference implementation)"
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={
@@ -59,6 +67,7 @@ class GenerationSettings:
             "batch_size": self.batch_size >= 1,
             "max_dialogue_tokens": self.max_dialogue_tokens is None or self.max_dialogue_tokens >= 1,
             "precision": self.precision in PRECISIONS,
+            "engine": self.engine in ENGINES,
         }
         # Beyond these, torch's integer arguments overflow (a traceback), or memory runs out first.
         checks["num_beams"] = checks["num_beams"] and self.num_beams <= MAX_BEAMS
