@@ -89,6 +89,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         skip=("api_token", "adapter_root", "template"),  # the token comes from the environment
         flags=_FLAGS,
         types_={name: positive_int for name, f in _INT_FIELDS.items()},
+        choices={"batching": ("auto", "micro")},
     )
     add_prompt_args(parser)
     parser.set_defaults(func=run)

@@ -89,7 +89,7 @@ class SummarizeService:
         # the event loop, use a private copy so the two threads never share Rust state.
         self._counter = copy.deepcopy(registry.loaded.tokenizer)
         self.batcher: MicroBatcher | ContinuousBatcher
-        if supports_continuous(registry.loaded.model):
+        if config.batching == "auto" and supports_continuous(registry.loaded.model):
             # Decoder-only models: requests join the running batch between decode steps.
             self.batcher = ContinuousBatcher(
                 registry,
@@ -193,6 +193,7 @@ class SummarizeService:
             no_repeat_ngram_size=opts.no_repeat_ngram_size,
             batch_size=cfg.max_batch_size,
             max_dialogue_tokens=cfg.max_dialogue_tokens,
+            engine="generate" if isinstance(self.batcher, MicroBatcher) else "auto",
             **sampling,
         )
 

@@ -69,6 +69,13 @@ class ServingConfig:
     body_timeout_s: float = field(
         default=30.0, metadata={"help": "seconds a client has to send its request body (408 beyond)"}
     )
+    batching: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (continuous batching for decoder-only models, else micro-batches) or micro "
+            "(static micro-batches through transformers' generate, as before continuous batching)"
+        },
+    )
     mixed_adapter_batches: bool = field(
         default=True,
         metadata={
@@ -97,6 +104,8 @@ class ServingConfig:
             value = getattr(self, key)
             if not low <= value <= high:
                 raise ConfigError(f"serving.{key} must be between {low} and {high}, got {value}")
+        if self.batching not in ("auto", "micro"):
+            raise ConfigError(f"serving.batching must be auto or micro, got '{self.batching}'")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise ConfigError(f"serving.max_wait_ms must be between 0 and 10000, got {self.max_wait_ms}")
         if not 0 < self.body_timeout_s <= 3600:
