@@ -156,6 +156,7 @@ class ContinuousBatcher:
         from dialogtune.generation import stop_ids
         from dialogtune.generation.engine import RaggedEngine
 
+        engine: RaggedEngine | None = None
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -166,12 +167,13 @@ class ContinuousBatcher:
                 if self._closing:
                     return
                 continue
-            engine = RaggedEngine(
-                self.registry.loaded.model,
-                stop_ids(self.registry.loaded),
-                slots=self.max_batch_size,
-                per_row_adapters=True,
-            )
+            if engine is None:  # kept across idle spells: its cache is allocated once
+                engine = RaggedEngine(
+                    self.registry.loaded.model,
+                    stop_ids(self.registry.loaded),
+                    slots=self.max_batch_size,
+                    per_row_adapters=True,
+                )
             try:
                 engine.run(
                     [],
@@ -183,6 +185,7 @@ class ContinuousBatcher:
             except Exception as exc:  # every request in flight learns why; the thread goes on
                 log.exception("generation failed")
                 self._fail_all(exc)
+                engine = None  # start afresh: the cache may hold a half-made step
             self._wake.set()  # look again: work may have arrived while the engine wound down
 
     def _run_tasks(self) -> None:
