@@ -23,7 +23,8 @@ import pytest
 import yaml
 from test_training import write_dialogues
 
-from dialogtune.sweep import load_sweep, run_sweep
+from dialogtune.errors import ConfigError
+from dialogtune.sweep import load_sweep, run_sweep, runner
 from dialogtune.training import load_config, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -120,6 +121,27 @@ def test_sweep_finds_the_parameter_that_matters(tmp_path: Path) -> None:
     # A rerun finds the target reached: nothing trains, the outputs are rewritten.
     again = run_sweep(load_sweep(path), progress=False, report=False, log=lines.append)
     assert "holds 4 finished trials" in again.stopped and len(again.rows) == 4
+    # A sweep file changed in a way that makes trials incomparable is refused, not mixed in.
+    with pytest.raises(ConfigError, match=r"was started with another sweep \(changed: fixed\)"):
+        run_sweep(load_sweep(path, ["set.data.max_target_tokens=16"]), progress=False, log=lines.append)
+
+
+def test_interrupted_trial_is_queued_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tiny_sweep(tmp_path, space={"lora.r": {"choice": [2, 4, 8]}}, trials=1)
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_sweep(path), progress=False, log=lambda _: None)
+    monkeypatch.undo()
+    rows = trials_json(tmp_path / "out")["trials"]  # written despite the interruption
+    assert [r["state"] for r in rows] == ["failed", "waiting"]
+    assert rows[1]["params"] == rows[0]["params"] and rows[1]["retry_of"] == 0
+    result = run_sweep(load_sweep(path), progress=False, report=False, log=lambda _: None)
+    assert [r["state"] for r in result.rows] == ["failed", "complete"]
+    assert result.rows[1]["params"] == rows[0]["params"]
 
 
 def test_pruning_stops_a_bad_trial_early_and_a_failed_trial_does_not_end_the_sweep(tmp_path: Path) -> None:

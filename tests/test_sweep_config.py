@@ -55,8 +55,8 @@ def test_space_spellings_and_values() -> None:
     )
     (targets,) = parse_space({"lora.target_modules": {"choice": [["q_proj", "v_proj"], "all-linear"]}})
     # Lists cannot be Optuna choices: stored under a label, decoded to the exact YAML value.
-    assert targets.labels == ('["q_proj", "v_proj"]', '"all-linear"')
-    assert targets.decode('["q_proj", "v_proj"]') == ["q_proj", "v_proj"]
+    assert targets.labels == ('["q_proj","v_proj"]', '"all-linear"')
+    assert targets.decode('["q_proj","v_proj"]') == ["q_proj", "v_proj"]
     assert targets.encode("all-linear") == '"all-linear"'
     (rank,) = parse_space({"lora.r": {"int": [4, 32]}})
     assert rank.distribution().low == 4 and rank.distribution().high == 32

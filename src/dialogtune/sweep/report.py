@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers/CI; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from dialogtune.io import atomic_open, write_text  # noqa: E402
 from dialogtune.ownership import claim_output_dir, mark  # noqa: E402
@@ -60,6 +61,7 @@ def metric_by_trial_png(rows: list[dict[str, Any]], metric: str, direction: str)
             ys.append(best)
         ax.step(xs, ys, where="post", color="C2", label="best so far")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"{metric} ({'higher' if direction == 'maximize' else 'lower'} is better)")
     ax.set_title(f"{metric} by trial (last evaluation of each)")
     ax.grid(alpha=0.3)
@@ -78,13 +80,36 @@ def importance_png(importances: dict[str, float]) -> bytes:
     return _png(fig)
 
 
-def _optuna_png(plot: Any, study: Any, **kwargs: Any) -> bytes:
+def _optuna_png(plot: Any, study: Any, *, shorten: bool = False) -> bytes:
     # Optuna's matplotlib plots switch the global style to ggplot: keep that inside this figure.
     with matplotlib.rc_context(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        axes = plot(study, **kwargs)
-        first = axes.flat[0] if hasattr(axes, "flat") else axes
-        return _png(first.figure)
+        axes = plot(study)
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        for ax in figure.axes:  # long labels (lists of module names, key names) would overlap
+            ticks = ax.get_xticklabels()
+            texts = [t.get_text() for t in ticks]
+            if ax.get_xscale() != "linear":
+                continue
+            if not any(len(t) > 12 and not t.startswith("$") for t in texts):
+                if shorten and all(_is_number(t) for t in texts):  # narrow panels: fewer number ticks
+                    ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+                continue
+            labels = [_short(t) for t in texts] if shorten else texts
+            ax.set_xticks(ax.get_xticks(), labels, rotation=25, ha="right")
+        return _png(figure)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace("\u2212", "-"))
+    except ValueError:
+        return False
+    return True
+
+
+def _short(text: str, limit: int = 24) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def build_sweep_document(
@@ -199,7 +224,7 @@ def build_sweep_document(
         )
     if complete:
         plots.blocks.append(
-            Image("slice.png", _optuna_png(ovm.plot_slice, study), f"{metric} against each key")
+            Image("slice.png", _optuna_png(ovm.plot_slice, study, shorten=True), f"{metric} against each key")
         )
         if len(keys) >= 2 and len(complete) >= 2:
             plots.blocks.append(

@@ -30,9 +30,8 @@ def trial_row(trial: Any, config: SweepConfig) -> dict[str, Any]:
     """One trial as a plain mapping (a row of trials.json / trials.csv)."""
     by_key = {p.key: p for p in config.params}
     attrs = trial.user_attrs
-    params = {
-        key: by_key[key].decode(value) if key in by_key else value for key, value in trial.params.items()
-    }
+    stored = trial.params or trial.system_attrs.get("fixed_params") or {}  # queued: not yet suggested
+    params = {key: by_key[key].decode(value) if key in by_key else value for key, value in stored.items()}
     seconds = attrs.get("wall_time_s")
     if seconds is None and trial.datetime_start and trial.datetime_complete:
         seconds = round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2)

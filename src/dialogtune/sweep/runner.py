@@ -114,6 +114,9 @@ def _claim_sweep_dir(config: SweepConfig) -> Path:
     if state == "new":
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staged.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the results from other users
         mark(staged, "sweep", name=config.name)
         try:
             os.rename(staged, out)  # onto nothing or an empty folder; fails if another worker won
@@ -241,14 +244,14 @@ class _RetryDeadTrial:
 
     def __call__(self, study: Any, trial: Any) -> None:
         self.retry(study, trial)
-        folder = trial_folder(self.out, trial.number)
-        if (
-            self.remove_folder
-            and folder.is_dir()
-            and output_kind(folder) in ("train", None)
-            and not (folder / "metadata.json").exists()
-        ):
-            remove_tree(folder)
+        if self.remove_folder:
+            _remove_unfinished(trial_folder(self.out, trial.number))
+
+
+def _remove_unfinished(folder: Path) -> None:
+    """Remove a trial's half-written training run (never a finished one, nor anything not ours)."""
+    if folder.is_dir() and output_kind(folder) in ("train", None) and not (folder / "metadata.json").exists():
+        remove_tree(folder)
 
 
 # ---- one worker's loop -------------------------------------------------------------------------
@@ -366,8 +369,10 @@ class _Worker:
             trial.set_user_attr("wall_time_s", round(time.time() - started, 2))
             raise
         except KeyboardInterrupt:
-            # Optuna marks the trial failed; queue its values again so that a rerun trains them.
+            # Optuna marks the trial failed; queue its values again so that a rerun trains them
+            # (in a folder of its own: this one is half-written, and its process has stopped).
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            _remove_unfinished(folder)
             raise
         self._record(trial, outcome, time.time() - started)
         if outcome.value is None:

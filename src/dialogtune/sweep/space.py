@@ -44,7 +44,7 @@ class Param:
         """The choices as Optuna stores them: the values themselves when all are scalars, else JSON."""
         if all(isinstance(c, _SCALAR) for c in self.choices):
             return self.choices
-        return tuple(json.dumps(c) for c in self.choices)
+        return tuple(json.dumps(c, separators=(",", ":")) for c in self.choices)
 
     def distribution(self) -> Any:
         from optuna.distributions import (
@@ -74,6 +74,14 @@ class Param:
         for label, value in zip(self.labels, self.choices, strict=True):
             if label == stored and type(label) is type(stored):
                 return value
+        if isinstance(stored, str) and not all(isinstance(c, _SCALAR) for c in self.choices):
+            try:  # a label written with other JSON spacing
+                parsed = json.loads(stored)
+            except ValueError:
+                parsed = None
+            for value in self.choices:
+                if _same(value, parsed):
+                    return value
         raise ConfigError(f"space.{self.key}: the study holds {stored!r}, which is not one of its choices")
 
     def encode(self, value: Any) -> Any:
@@ -202,6 +210,8 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 
 def format_value(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, (list, dict)):

@@ -54,7 +54,11 @@ class RougeProbe:
         # The Trainer logs the means; the CIs are kept for metadata.json (1,000 resamples of a
         # few dozen dialogues take milliseconds).
         metrics, _ = compute_metrics(
-            result.texts, [list(r.references) for r in self.records], RougeSettings(), n_resamples=1000, seed=0
+            result.texts,
+            [list(r.references) for r in self.records],
+            RougeSettings(),
+            n_resamples=1000,
+            seed=0,
         )
         self.last_metrics = {
             "n": metrics["n"],
