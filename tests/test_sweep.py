@@ -2,7 +2,7 @@
 
 A study finds the one parameter that matters (and its importance), pruning stops a bad trial
 early, a diverging trial fails without ending the sweep, a sweep killed with SIGKILL resumes the
-same study, a trial in its own process reports the ROUGE probe's CI, best.yaml trains, and two
+same study, interrupted (Ctrl-C) and silent (no heartbeat) trials are queued again, a trial in its own process reports the ROUGE probe's CI, best.yaml trains, and two
 processes share one SQLite study (opt-in: -m slow).
 """
 
@@ -24,7 +24,7 @@ import yaml
 from test_training import write_dialogues
 
 from dialogtune.errors import ConfigError
-from dialogtune.sweep import load_sweep, run_sweep, runner
+from dialogtune.sweep import check_sweep, load_sweep, run_sweep, runner
 from dialogtune.training import load_config, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -126,22 +126,48 @@ def test_sweep_finds_the_parameter_that_matters(tmp_path: Path) -> None:
         run_sweep(load_sweep(path, ["set.data.max_target_tokens=16"]), progress=False, log=lines.append)
 
 
-def test_interrupted_trial_is_queued_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tiny_sweep(tmp_path, space={"lora.r": {"choice": [2, 4, 8]}}, trials=1)
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # the heartbeat
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask() for the remote trial
+def test_interrupted_and_silent_trials_are_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tiny_sweep(
+        tmp_path, space={"lora.r": {"choice": [2, 4, 8]}}, trials=2, heartbeat_seconds=1, grace_seconds=2
+    )
+    config, out = load_sweep(path), tmp_path / "out"
+    # Trial 0 runs on another machine (sharing the folder), which then vanishes: its heartbeat stops.
+    runner._claim_sweep_dir(config)
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{out / 'study.db'}", heartbeat_interval=1, grace_period=2
+    )
+    study = runner.open_study(config, str(storage.url), out, check_sweep(config).to_dict())
+    remote = study.ask()
+    remote_params = {p.key: p.suggest(remote) for p in config.params}
+    remote.set_user_attr("worker", {"host": "elsewhere", "boot": "", "pid": 1})
+    storage.record_heartbeat(remote._trial_id)
+    (out / "trials" / "trial-0000").mkdir(parents=True)
+    silent_since = time.monotonic()
 
+    # Trial 1 is interrupted here (Ctrl-C).
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run_trial", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(load_sweep(path), progress=False, log=lambda _: None)
+        run_sweep(config, progress=False, log=lambda _: None)
     monkeypatch.undo()
-    rows = trials_json(tmp_path / "out")["trials"]  # written despite the interruption
-    assert [r["state"] for r in rows] == ["failed", "waiting"]
-    assert rows[1]["params"] == rows[0]["params"] and rows[1]["retry_of"] == 0
+    rows = trials_json(out)["trials"]  # written despite the interruption
+    assert [r["state"] for r in rows] == ["running", "failed", "waiting"]
+    assert rows[2]["params"] == rows[1]["params"] and rows[2]["retry_of"] == 1
+
+    time.sleep(max(0.0, 2.5 - (time.monotonic() - silent_since)))  # past the grace period
     result = run_sweep(load_sweep(path), progress=False, report=False, log=lambda _: None)
-    assert [r["state"] for r in result.rows] == ["failed", "complete"]
-    assert result.rows[1]["params"] == rows[0]["params"]
+    states = [r["state"] for r in result.rows]
+    assert states == ["failed", "failed", "complete", "complete"]
+    assert (result.rows[2]["retry_of"], result.rows[2]["params"]) == (1, rows[1]["params"])
+    assert (result.rows[3]["retry_of"], result.rows[3]["params"]) == (0, remote_params)
+    # The silent trial's folder may still be written by a slow worker: it is left alone.
+    assert (out / "trials" / "trial-0000").is_dir()
 
 
 def test_pruning_stops_a_bad_trial_early_and_a_failed_trial_does_not_end_the_sweep(tmp_path: Path) -> None:

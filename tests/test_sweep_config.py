@@ -135,3 +135,21 @@ def test_shipped_sweeps_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         assert config.base_path().is_file() and fixed.eval.enabled
         # best.yaml is a training config; the shipped base loads on its own too
         assert load_config(config.base_path()).model == fixed.model
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--storage", "nosuchdb://host/x"], "storage nosuchdb://host/x: "),
+        (["--storage", "postgresql://sweeper:secret@db.invalid/sweeps"], "storage postgresql://sweeper:***@"),
+        (["--trials", "0"], "--trials must be a positive integer"),
+    ],
+)
+def test_bad_storage_or_trials_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    path = write_sweep(tmp_path)
+    assert main(["sweep", str(path), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dialogtune: error: ") and err.count("\n") == 1, err
+    assert message in err and "secret" not in err
