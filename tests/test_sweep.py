@@ -25,6 +25,7 @@ from test_training import write_dialogues
 
 from dialogtune.errors import ConfigError
 from dialogtune.sweep import check_sweep, load_sweep, run_sweep, runner
+from dialogtune.sweep import study as sweep_study
 from dialogtune.training import load_config, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -140,7 +141,7 @@ def test_interrupted_and_silent_trials_are_queued_again(
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{out / 'study.db'}", heartbeat_interval=1, grace_period=2
     )
-    study = runner.open_study(config, str(storage.url), out, check_sweep(config).to_dict())
+    study = sweep_study.open_study(config, str(storage.url), out, check_sweep(config).to_dict())
     remote = study.ask()
     remote_params = {p.key: p.suggest(remote) for p in config.params}
     remote.set_user_attr("worker", {"host": "elsewhere", "boot": "", "pid": 1})
