@@ -36,6 +36,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "serve": ("serve_cmd", "serve summaries over HTTP with many LoRA adapters"),
     "batch": ("batch_cmd", "summarize many dialogues into resumable shards, locally or on Ray"),
     "review": ("review_cmd", "blind side-by-side review page for people; votes in SQLite"),
+    "sweep": ("sweep_cmd", "hyper-parameter search over training-config keys (Optuna), resumable"),
 }
 
 

@@ -133,6 +133,20 @@ class TrainingSettings:
         default=0.0, metadata={"help": "steps (>= 1) or a fraction of all steps (< 1)"}
     )
     max_grad_norm: float = 1.0
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "train against (1 - x) * the summary token + x spread over the vocabulary "
+            "(transformers' label_smoothing_factor); the eval loss stays plain cross-entropy"
+        },
+    )
+    neftune_noise_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "NEFTune: uniform noise of scale alpha / sqrt(length * dim) on the input embeddings "
+            "while training (the paper uses 5-15); null: off"
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={
@@ -193,6 +207,8 @@ class TrainingSettings:
             "weight_decay": self.weight_decay >= 0,
             "warmup_steps": self.warmup_steps >= 0,
             "max_grad_norm": self.max_grad_norm > 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+            "neftune_noise_alpha": self.neftune_noise_alpha is None or self.neftune_noise_alpha > 0,
             "logging_steps": self.logging_steps >= 1,
             "save_total_limit": self.save_total_limit >= 1,
             "save_steps": self.save_steps is None or self.save_steps >= 1,
