@@ -180,6 +180,21 @@ def _train_in_subprocess(config: Any, *, resume: bool, overwrite: bool, progress
         )
 
 
+def _saved_training_config(path: Path) -> Any:
+    """A stage's saved training config, with keys added to the config since filled with their
+    defaults: a finished run is still recognised after an upgrade that added settings."""
+    if not path.exists():
+        return None
+    raw = read_yaml_file(path)
+    from dialogtune.errors import ConfigError
+    from dialogtune.training.config import TrainConfig, build
+
+    try:
+        return _normalised(build(TrainConfig, raw).to_dict())
+    except ConfigError:  # made by another version in a way this one cannot read: not the same run
+        return _normalised(raw)
+
+
 def _train_stage(
     entry: ModelEntry,
     experiment: ExperimentConfig,
@@ -195,11 +210,7 @@ def _train_stage(
     key = stage_key({k: v for k, v in resolved.items() if k != "output_dir"})
     stage = read_stage(stage_dir)
     finished = (stage_dir / "metadata.json").is_file()
-    saved = (
-        _normalised(read_yaml_file(stage_dir / "config.yaml"))
-        if (stage_dir / "config.yaml").exists()
-        else None
-    )
+    saved = _saved_training_config(stage_dir / "config.yaml")
     started = time.perf_counter()
     if not force and stage.get("key") == key and finished:
         log(f"[train {entry.name}] reused (stage key {key})")
@@ -371,7 +382,11 @@ def run_experiment(
                 model, adapter = config.model, str(outcome.path / "adapter")
             else:
                 model = str(outcome.path / "model")
-            weights = {"train_key": outcome.key, "finished_ns": stage.get("finished_ns")}
+            # The trained files themselves name the weights: a retrained variant re-evaluates, an
+            # adopted or reused one (even under a newer config layout) does not.
+            from dialogtune.models.fingerprint import digest, folder_fingerprint
+
+            weights = {"files": digest(folder_fingerprint(adapter or model))}
         else:
             model = str(entry.model)
             weights = {"model": model}
