@@ -61,7 +61,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
         GenerationSettings,
         prefix="gen_",
         skip=("precision",),  # --precision is a model flag (it decides how the weights load)
-        flags={"sort_by_length": "--no-sort", "seed": "--generation-seed"},
+        flags={"sort_by_length": "--no-sort", "seed": "--generation-seed", "engine": "--generation-engine"},
         types_={"batch_size": positive_int, "max_new_tokens": positive_int, "seed": seed_int},
         choices={"engine": ("auto", "generate")},
     )
