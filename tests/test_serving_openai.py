@@ -375,3 +375,21 @@ def test_a_client_that_leaves_a_stream_frees_its_rows(server, monkeypatch):
         time.sleep(0.02)
     assert batcher.queued_dialogues == 0
     assert len(steps) < 48  # the row ended soon after its client left, not after 64 tokens
+
+
+def test_a_merged_server_serves_only_its_adapter(adapter_dirs):
+    from dialogtune.models.inference import load_for_inference
+
+    loaded = load_for_inference(BASE, adapter=adapter_dirs["a0"], precision="fp32", merge="yes")
+    app = create_app(
+        AdapterRegistry(loaded, merged="a0"), ServingConfig(api_token=TOKEN, default_max_new_tokens=4)
+    )
+    with TestClient(app) as client:
+        cards = client.get("/v1/models", headers=AUTH).json()["data"]
+        assert [(c["id"], c["parent"]) for c in cards] == [("a0", BASE)]
+        body = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}
+        assert client.post("/v1/completions", json={**body, "model": "a0"}, headers=AUTH).status_code == 200
+        base = client.post("/v1/completions", json={**body, "model": BASE}, headers=AUTH)
+        assert base.status_code == 404 and base.json()["error"]["code"] == "model_not_found"
+        unload = client.post("/v1/unload_lora_adapter", json={"lora_name": "a0"}, headers=AUTH)
+        assert unload.status_code == 409 and "merged" in unload.json()["error"]["message"]

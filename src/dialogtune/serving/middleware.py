@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from dialogtune.serving.openai_errors import ADMIN_PATHS, error_body, wants_openai_errors
+from dialogtune.serving.openai.errors import ADMIN_PATHS, error_body, wants_openai_errors
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
