@@ -2,6 +2,10 @@
 
 Layout (DESIGN.md): ``config.yaml`` (resolved), ``metadata.json``,
 ``predictions/<split>.jsonl`` (per-example scores included), ``metrics/<split>.json``.
+
+The model is loaded here, or runs behind an OpenAI-compatible endpoint
+(:class:`~dialogtune.evaluation.endpoint.EndpointModel`, ``evaluate --endpoint``): the same
+prompts, scores and files either way, with the endpoint recorded.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dialogtune.data.config import DataConfig
 from dialogtune.data.records import Record
@@ -28,6 +32,9 @@ from dialogtune.ownership import claim_output_dir, mark, refuse_protected, remov
 from dialogtune.predict import predict_records
 from dialogtune.prompts import PromptTemplate
 from dialogtune.runinfo import run_metadata, write_yaml
+
+if TYPE_CHECKING:
+    from dialogtune.evaluation.endpoint import EndpointModel
 
 
 @dataclass
@@ -47,6 +54,7 @@ _IDENTITY = (
     "model",
     "adapter",
     "weights",
+    "endpoint",
     "data_fingerprint",
     "data",
     "generation",
@@ -78,7 +86,7 @@ def _finished(out: Path, split: str) -> bool:
 
 
 def evaluate_to_dir(
-    loaded: LoadedModel,
+    loaded: LoadedModel | EndpointModel,
     records: list[Record],
     spec: EvaluationSpec,
     output_dir: str | Path,
@@ -91,8 +99,10 @@ def evaluate_to_dir(
     A folder that already holds this very evaluation (same weights, data and settings) is resumed
     when interrupted and reused when finished (``metrics["reused"]``). One holding an evaluation
     of another model, adapter, data or settings is refused unless ``overwrite``, which replaces
-    it. A folder holding anything else is always refused.
+    it. A folder holding anything else is always refused. For an endpoint, "the same weights"
+    means the same URL, model name and served adapter folder (``GET /models``).
     """
+    local = isinstance(loaded, LoadedModel)
     if not records:
         raise DataError("no records to evaluate (check --limit/--every/--sample)")
     missing = next((r for r in records if not r.references), None)
@@ -104,7 +114,7 @@ def evaluate_to_dir(
     config = {
         "model": loaded.spec.raw,
         "adapter": loaded.adapter,
-        "weights": weights_fingerprint(loaded),
+        "weights": weights_fingerprint(loaded) if local else None,
         "random_weights": loaded.spec.is_random,
         "data": spec.data.to_dict(),
         "data_fingerprint": fingerprint,
@@ -113,6 +123,8 @@ def evaluate_to_dir(
         "rouge": spec.rouge.to_dict(),
         "bootstrap": {"n_resamples": spec.n_resamples, "seed": spec.seed},
     }
+    if not local:  # the weights are the server's: the run is identified by where it ran
+        config["endpoint"] = loaded.identity()
     out, state = claim_output_dir(output_dir, "eval", overwrite=False, what="output folder")
     if state == "ours":
         saved = _saved_config(out)
@@ -140,9 +152,14 @@ def evaluate_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     mark(out, "eval")
     write_yaml(out / "config.yaml", config)
-    predictions, stats = predict_records(
-        loaded, records, spec.generation, spec.prompt, partial_path=partial, progress=progress
-    )
+    if local:
+        predictions, stats = predict_records(
+            loaded, records, spec.generation, spec.prompt, partial_path=partial, progress=progress
+        )
+    else:
+        predictions, stats = loaded.predict_records(
+            records, spec.generation, spec.prompt, partial_path=partial, progress=progress
+        )
     metrics, per_example = compute_metrics(
         predictions,
         [list(r.references) for r in records],
@@ -164,7 +181,7 @@ def evaluate_to_dir(
             started,
             model=loaded.describe(),
             weights_fingerprint=config["weights"],
-            parameters=count_parameters(loaded.model),
+            parameters=count_parameters(loaded.model) if local else None,
             data_fingerprint=fingerprint,
             generation_stats=stats,
         ),

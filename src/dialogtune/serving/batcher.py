@@ -184,6 +184,11 @@ class MicroBatcher:
                 await self._run(group)
 
     async def _run(self, group: list[_Job]) -> None:
+        # Clients may have left while an earlier group ran; an adapter only they used may
+        # even have been unloaded since.
+        group = [job for job in group if not job.future.done()]
+        if not group:
+            return
         dialogues = [d for job in group for d in job.dialogues]
         adapters = [job.adapter for job in group for _ in job.dialogues]
         settings = group[0].settings

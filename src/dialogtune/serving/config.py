@@ -39,6 +39,13 @@ class ServingConfig:
         default=20_000, metadata={"help": "longest dialogue accepted, in characters"}
     )
     max_dialogue_tokens: int = field(default=2048, metadata={"help": "longest dialogue accepted, in tokens"})
+    max_prompt_tokens: int = field(
+        default=4096,
+        metadata={
+            "help": "longest prompt of the OpenAI-compatible /v1/completions and /v1/chat/completions, "
+            "in tokens (413 beyond)"
+        },
+    )
     max_dialogues_per_request: int = field(default=32, metadata={"help": "most dialogues in one request"})
     max_body_bytes: int = field(default=2 * 1024 * 1024, metadata={"help": "largest request body"})
     default_max_new_tokens: int = field(
@@ -90,6 +97,7 @@ class ServingConfig:
         bounds = {
             "max_dialogue_chars": (1, schemas.MAX_DIALOGUE_CHARS),
             "max_dialogue_tokens": (1, 1_000_000),
+            "max_prompt_tokens": (1, schemas.MAX_PROMPT_TOKENS),
             "max_dialogues_per_request": (1, schemas.MAX_DIALOGUES_PER_REQUEST),
             "max_body_bytes": (1024, 1024**3),
             "default_max_new_tokens": (1, self.max_new_tokens_limit),

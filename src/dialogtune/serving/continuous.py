@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from dialogtune.errors import ModelSpecError
 from dialogtune.generation import GenerationSettings
 from dialogtune.serving.batcher import BatcherBusy, BatcherClosed, BatcherStats
 
@@ -36,6 +37,8 @@ T = TypeVar("T")
 
 # (dialogues, adapter, settings) -> prompt token ids, called on the event loop
 PromptBuilder = Callable[[Sequence[str], str | None, GenerationSettings], list[list[int]]]
+# tokens generated so far -> whether to stop there (e.g. a stop string appeared), on the model thread
+StopCheck = Callable[[list[int]], bool]
 
 
 @dataclass
@@ -45,7 +48,7 @@ class Completion:
     text: str
     tokens: list[int]
     prompt_tokens: int
-    finish_reason: str  # "stop" (end-of-sequence token) or "length" (max_new_tokens)
+    finish_reason: str  # "stop" (end-of-sequence token or a stop check) or "length" (max_new_tokens)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[Completion]]
     stream: asyncio.Queue[tuple[int, int]] | None = None  # (row, token) as they are chosen
+    stop: StopCheck | None = None
     results: list[Completion | None] = field(default_factory=list)
     left: int = 0
 
@@ -116,15 +120,19 @@ class ContinuousBatcher:
         adapter: str | None,
         settings: GenerationSettings,
         stream: asyncio.Queue[tuple[int, int]] | None = None,
+        stop: StopCheck | None = None,
     ) -> list[Completion]:
-        """Completions of prompt token ids; ``stream`` receives ``(row, token)`` as tokens are chosen."""
+        """Completions of prompt token ids; ``stream`` receives ``(row, token)`` as tokens are chosen;
+        a row ends early once ``stop(tokens so far)`` is true (called on the model thread)."""
         if self._closing:
             raise BatcherClosed("the server is shutting down")
         if self.queued_dialogues + len(prompts) > self.max_queued:
             raise BatcherBusy(f"{self.queued_dialogues} dialogues are already waiting; retry shortly")
         self.start()
         loop = asyncio.get_running_loop()
-        job = _Job(prompts, adapter, settings, loop, loop.create_future(), stream, [None] * len(prompts))
+        job = _Job(
+            prompts, adapter, settings, loop, loop.create_future(), stream, stop, [None] * len(prompts)
+        )
         job.left = len(prompts)
         with self._lock:
             self._inbox.append(job)
@@ -212,6 +220,10 @@ class ContinuousBatcher:
             self._inbox.clear()
         requests = []
         for job in jobs:
+            if job.adapter is not None and job.adapter not in self.registry:  # unloaded since it was asked
+                error = ModelSpecError(f"adapter '{job.adapter}' is no longer loaded")
+                job.loop.call_soon_threadsafe(_settle, job.future, None, error)
+                continue
             if job.settings.num_beams > 1:  # not the engine's: transformers' generate, right here
                 self._beam_search(job)
                 continue
@@ -236,12 +248,19 @@ class ContinuousBatcher:
         job, row = self._rows[request.index]
         if job.stream is not None:
             job.loop.call_soon_threadsafe(job.stream.put_nowait, (row, token))
+        # A row marked finished here is retired after this step, like one that chose EOS: a
+        # stop string appeared, or its client has gone (nobody would read the rest).
+        if not request.finished and (
+            job.future.done() or (job.stop is not None and job.stop(request.tokens))
+        ):
+            request.finished = True
 
     def _done(self, request: Any) -> None:
         job, row = self._rows.pop(request.index)
         tokens = request.tokens[:-1] if request.stopped_by_eos else request.tokens
         text = self.registry.loaded.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        reason = "stop" if request.stopped_by_eos else "length"
+        stopped = request.stopped_by_eos or len(request.tokens) < request.max_new_tokens
+        reason = "stop" if stopped else "length"
         job.results[row] = Completion(text, list(request.tokens), len(request.prompt), reason)
         job.left -= 1
         with self._lock:
@@ -249,6 +268,14 @@ class ContinuousBatcher:
         self.stats.finished += 1
         if job.left == 0:
             job.loop.call_soon_threadsafe(_settle, job.future, job.results, None)
+
+    def uses_adapter(self, name: str) -> bool:
+        """Whether a queued or running row uses adapter ``name`` (model thread only: the rows
+        change only there, between steps)."""
+        with self._lock:
+            if any(job.adapter == name for job in self._inbox):
+                return True
+        return any(job.adapter == name for job, _ in self._rows.values())
 
     def _beam_search(self, job: _Job) -> None:
         from dialogtune.generation import generate_ids

@@ -14,11 +14,15 @@ module may be wrapped by anything but LoRA. A load that fails either way, or fai
 half-way, is undone completely; should undoing not restore the probe's answers,
 ``problem`` says so (``/health`` then reports an error).
 
+``unload`` takes an adapter out again with PEFT's ``delete_adapter``, which frees its
+weights, and self-checks what stays.
+
 Thread-safety: the registry itself takes no locks. Everything that touches the model
-(``load``, ``generate``, ``check``) must run on the single model thread owned by
-:class:`~dialogtune.serving.batcher.MicroBatcher`; readers on the event loop only look
-at ``infos``, which gains an entry only after its adapter is fully loaded, and at
-``problem``.
+(``load``, ``unload``, ``generate``, ``check``) must run on the single model thread owned
+by the batcher; readers on the event loop only look at ``infos``, which gains an entry
+only after its adapter is fully loaded, and at ``problem``. To unload, the event loop
+first withdraws the name from ``infos`` (:meth:`AdapterRegistry.withdraw`: no new request
+can pick it), then the model thread deletes the weights.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import dataclasses
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -234,6 +239,42 @@ class AdapterRegistry:
         )
         self.infos[name] = info  # published last: a name is visible only once usable
         return info
+
+    def withdraw(self, name: str) -> AdapterInfo:
+        """Hide adapter ``name`` from new requests before unloading it (event loop); ``restore``
+        puts it back if the unload does not happen."""
+        return self.infos.pop(name)
+
+    def restore(self, info: AdapterInfo) -> None:
+        self.infos[info.name] = info
+
+    def unload(self, name: str) -> None:
+        """Take adapter ``name`` out of the model and free its weights (model thread only).
+
+        The caller makes sure no request uses it. PEFT's ``delete_adapter`` drops its LoRA
+        matrices from every layer; the last adapter out also takes PEFT's wrapper layers with it
+        (``unload()``), so the base is the bare model it was before any load. The self-check
+        then confirms the base and the other adapters answer as before.
+        """
+        if self.merged is not None:
+            raise ModelSpecError(f"this server serves adapter '{self.merged}' merged into its base")
+        model = self.loaded.model
+        if not isinstance(model, PeftModel) or name not in model.peft_config:
+            raise ModelSpecError(f"no adapter named '{name}' is loaded")
+        self.infos.pop(name, None)
+        self._fingerprints.pop(name, None)
+        self.contracts.pop(name, None)
+        with warnings.catch_warnings():  # rows name their adapter; the "active" one never matters here
+            warnings.filterwarnings("ignore", message=".*was active which is now deleted")
+            model.delete_adapter(name)
+        if not model.peft_config:  # no adapter left: back to the bare base
+            bare = model.unload()
+            if "peft_config" in vars(bare):  # PEFT's marker on a wrapped base
+                del bare.peft_config
+            self.loaded.model = bare
+        problem = self.check()
+        if problem is not None:
+            self.problem = f"unloading adapter '{name}' broke the served model: {problem}"
 
     def _undo(self, name: str, bare: torch.nn.Module | None) -> None:
         """Take out what a failed load left behind, so the served model is as it was.

@@ -18,6 +18,7 @@ from pydantic.json_schema import SkipJsonSchema
 MAX_DIALOGUE_CHARS = 100_000
 MAX_DIALOGUES_PER_REQUEST = 256
 MAX_NEW_TOKENS = 1024
+MAX_PROMPT_TOKENS = 65_536  # a token-id prompt of the OpenAI-compatible routes
 ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_PATH_CHARS = 4096
 
