@@ -19,9 +19,12 @@ install:
 		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 		echo "note: could not install chromium; the review browser tests will be skipped"
 
+# The main job on the embedded model: zero-shot vs a short LoRA run, evaluated on the same 50
+# validation dialogues, and the report (runs/quickstart/report/report.html). Rerunning reuses
+# every finished stage.
 demo: install
-	dialogtune evaluate --model smollm2-135m-instruct --data $(DIALOGSUM) --split validation \
-		--limit 8 --output-dir runs/zero-shot-smollm2
+	dialogtune run experiments/quickstart.yaml --set evaluation.data.source=$(DIALOGSUM) \
+		--set variants.lora-r16.set.data.source=$(DIALOGSUM)
 
 test: install
 	$(PYTHON) -m pytest -m "not slow and not gpu" -q

@@ -1,10 +1,25 @@
-"""Per-example generation (the notebook's loop) vs dialogtune's batched, length-sorted generation.
+"""Generation speed: the notebook's loop, today's batches, and each optimization, in one run.
 
-Same model, same validation dialogues, same greedy settings, in one run. Writes
-``benchmarks/results/generation.json`` with both times, the ratio and how many
-outputs were identical.
+Same model (the embedded SmolLM2-135M-Instruct), same validation dialogues, greedy, same
+prompt unless a side says otherwise. Sides:
 
-    python benchmarks/generation.py [--model smollm2-135m-instruct] [--n 32] [--batch-size 16]
+- ``notebook``: one dialogue at a time through transformers' ``generate``, fp32 (the notebook's cell);
+- ``batched-fp32``: length-sorted static batches through ``generate``, fp32 (dialogtune before
+  the ragged engine);
+- ``batched-bf16``: the same with bf16 weights;
+- ``engine-fp32`` / ``engine-bf16``: the ragged continuous-batching engine
+  (:mod:`dialogtune.generation.engine`), fp32 / bf16 weights;
+- ``engine-bf16-one-at-a-time``: the engine with one slot — its outputs must equal
+  ``engine-bf16``'s exactly (batch invariance, measured on the real model);
+- ``engine-bf16-lean-prompt``: the engine in bf16 with the shipped prompt (no default system
+  message): the fast path as users get it.
+
+All sides but the last use the prompt dialogtune used before (SmolLM2's default system message
+kept), so that their outputs can be compared with the fp32 reference. Writes
+``benchmarks/results/generation.json``: seconds, ratios against ``batched-fp32`` and
+``notebook``, identical outputs against ``batched-fp32``, and generated tokens.
+
+    python benchmarks/generation.py [--n 64] [--max-new-tokens 64] [--threads 1]
 """
 
 from __future__ import annotations
@@ -12,6 +27,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -22,10 +39,13 @@ from dialogtune.generation import GenerationSettings, build_prompts, generate  #
 from dialogtune.models import load_model  # noqa: E402
 from dialogtune.prompts import PromptTemplate  # noqa: E402
 
+BEFORE = PromptTemplate(keep_default_system=True)  # the prompt dialogtune sent before the lean one
+LEAN = PromptTemplate()
 
-def notebook_loop(loaded, dialogues: list[str], max_new_tokens: int, max_dialogue_tokens: int) -> list[str]:
+
+def notebook_loop(loaded: Any, dialogues: list[str], settings: GenerationSettings) -> list[str]:
     """One dialogue at a time: tokenize, generate, decode (the notebook's cell, same prompt)."""
-    prompts = build_prompts(loaded, dialogues, PromptTemplate(), max_dialogue_tokens)
+    prompts = build_prompts(loaded, dialogues, BEFORE, settings.max_dialogue_tokens)
     outputs = []
     with torch.inference_mode():
         for prompt in prompts:
@@ -33,7 +53,7 @@ def notebook_loop(loaded, dialogues: list[str], max_new_tokens: int, max_dialogu
             out = loaded.model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=settings.max_new_tokens,
                 do_sample=False,
                 pad_token_id=loaded.tokenizer.pad_token_id,
             )
@@ -41,48 +61,84 @@ def notebook_loop(loaded, dialogues: list[str], max_new_tokens: int, max_dialogu
     return outputs
 
 
+def static_batches(loaded: Any, dialogues: list[str], settings: GenerationSettings) -> list[str]:
+    """transformers' generate in length-sorted batches (``generation.engine: generate``)."""
+    static = GenerationSettings(**{**settings.to_dict(), "engine": "generate"})
+    return generate(loaded, dialogues, static, BEFORE, progress=False).texts
+
+
+def timed(fn: Callable[[], list[str]]) -> tuple[list[str], float]:
+    start = time.perf_counter()
+    texts = fn()
+    return texts, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=200)
-    parser.add_argument("--max-dialogue-tokens", type=int, default=1024)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-dialogue-tokens", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared CPU)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
-    loaded = load_model(args.model)
     dialogues = [row["dialogue"] for row in read_split("validation", args.n)]
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         max_dialogue_tokens=args.max_dialogue_tokens,
     )
-    generate(loaded, dialogues[:2], GenerationSettings(max_new_tokens=4), progress=False)  # warm-up
+    one = GenerationSettings(**{**settings.to_dict(), "batch_size": 1})
+    models = {p: load_model(args.model, dtype=p) for p in ("fp32", "bf16")}
+    for loaded in models.values():  # warm-up: the first calls pay one-time kernel set-up
+        generate(loaded, dialogues[:2], GenerationSettings(max_new_tokens=4), BEFORE, progress=False)
+        static_batches(loaded, dialogues[:2], GenerationSettings(max_new_tokens=4))
 
-    start = time.perf_counter()
-    naive = notebook_loop(loaded, dialogues, args.max_new_tokens, args.max_dialogue_tokens)
-    naive_s = time.perf_counter() - start
+    fp32, bf16 = models["fp32"], models["bf16"]
+    sides: dict[str, Callable[[], list[str]]] = {
+        "notebook": lambda: notebook_loop(fp32, dialogues, settings),
+        "batched-fp32": lambda: static_batches(fp32, dialogues, settings),
+        "batched-bf16": lambda: static_batches(bf16, dialogues, settings),
+        "engine-fp32": lambda: generate(fp32, dialogues, settings, BEFORE, progress=False).texts,
+        "engine-bf16": lambda: generate(bf16, dialogues, settings, BEFORE, progress=False).texts,
+        "engine-bf16-one-at-a-time": lambda: generate(bf16, dialogues, one, BEFORE, progress=False).texts,
+        "engine-bf16-lean-prompt": lambda: generate(bf16, dialogues, settings, LEAN, progress=False).texts,
+    }
+    texts: dict[str, list[str]] = {}
+    seconds: dict[str, float] = {}
+    for name, fn in sides.items():
+        texts[name], seconds[name] = timed(fn)
+        print(f"{name:<28} {seconds[name]:8.1f} s", flush=True)
 
-    start = time.perf_counter()
-    batched = generate(loaded, dialogues, settings, progress=False).texts
-    batched_s = time.perf_counter() - start
-
-    identical = sum(a == b for a, b in zip(naive, batched))
+    reference = texts["batched-fp32"]
     result = {
-        "model": loaded.spec.display_name,
+        "model": fp32.spec.display_name,
         "n_dialogues": len(dialogues),
         "settings": settings.to_dict(),
-        "per_example_seconds": round(naive_s, 2),
-        "batched_seconds": round(batched_s, 2),
-        "speedup": round(naive_s / batched_s, 2),
-        "identical_outputs": identical,
-        "all_identical": identical == len(dialogues),
-        "differing_examples": [i for i, (a, b) in enumerate(zip(naive, batched)) if a != b],
+        "threads": torch.get_num_threads(),
+        "sides": {
+            name: {
+                "seconds": round(seconds[name], 2),
+                "speedup_vs_batched_fp32": round(seconds["batched-fp32"] / seconds[name], 2),
+                "speedup_vs_notebook": round(seconds["notebook"] / seconds[name], 2),
+                "identical_to_batched_fp32": sum(a == b for a, b in zip(reference, texts[name])),
+            }
+            for name in sides
+        },
+        "engine_batched_equals_one_at_a_time": sum(
+            a == b for a, b in zip(texts["engine-bf16"], texts["engine-bf16-one-at-a-time"])
+        ),
+        "notebook_equals_batched_fp32": sum(a == b for a, b in zip(texts["notebook"], reference)),
+        "targets": {"fast path vs batched fp32": ">= 3x", "fast path vs notebook": ">= 10x"},
     }
     path = save("generation", result)
+    fast = result["sides"]["engine-bf16-lean-prompt"]
     print(
-        f"per-example {naive_s:.1f}s, batched {batched_s:.1f}s: {result['speedup']}x; "
-        f"identical {identical}/{len(dialogues)} -> {path}"
+        f"fast path (engine, bf16, lean prompt): {fast['speedup_vs_batched_fp32']}x batched fp32, "
+        f"{fast['speedup_vs_notebook']}x the notebook loop; engine batched == one at a time: "
+        f"{result['engine_batched_equals_one_at_a_time']}/{len(dialogues)} -> {path}"
     )
 
 

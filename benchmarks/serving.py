@@ -1,24 +1,32 @@
-"""Serving: (a) memory of one base + k LoRA adapters vs k merged models; (b) micro-batching vs sequential.
+"""Serving: (a) memory of one base + k LoRA adapters vs k merged models; (b) today's server vs
+the shipped one: throughput, and latency under 1, 4 and 16 concurrent clients.
 
 (a) Each configuration runs in a fresh subprocess, which loads the model(s), runs one
     1-token generation per model/adapter (so every weight is really in memory) and
     reports its resident set size. k = 0 is the bare base model.
-(b) The server as shipped: the base + max(ks) adapters, served by uvicorn on 127.0.0.1
-    with ``ServingConfig()``'s defaults (micro-batching, max batch 16, the 10 ms batch
-    window), against the naive baseline, the same server strictly sequential
-    (``max_batch_size=1``). 16 concurrent requests, one real DialogSum validation
-    dialogue each, adapters round-robin (base, a0, a1, ...), greedy, ``max_new_tokens``
-    set by the request. Each mode runs in a fresh subprocess that also measures its own
-    memory: RSS once loaded, and its peak while serving (sampled every 20 ms).
+(b) Two servers, each in a fresh subprocess on 127.0.0.1 (uvicorn, the options
+    ``dialogtune serve`` passes), base + max(ks) adapters:
+
+    - ``shipped``: ``ServingConfig()``'s defaults: continuous batching (requests join the
+      running batch between decode steps, 16 slots), precision auto (bf16 on this CPU);
+    - ``today``: the server before continuous batching: fp32 weights, static micro-batches
+      through transformers' ``generate`` (``batching: micro``, max batch 16, 10 ms window).
+
+    Each server answers (1) a burst of ``--requests`` concurrent requests (one real DialogSum
+    validation dialogue each, adapters round-robin: base, a0, a1, ...), for throughput; then
+    (2) closed-loop clients: 1, 4 and 16 clients each sending requests one after another,
+    for latency percentiles (p50/p95; 1 client = single-request latency). Greedy,
+    ``--max-new-tokens`` per request. Each records its own memory: RSS once loaded and the
+    peak while serving (sampled every 20 ms).
 
 Both parts run in every invocation, so every number in ``benchmarks/results/serving.json``
 comes from the same run.
 
     python benchmarks/serving.py [--model smollm2-135m-instruct] [--ks 1 2 4] [--rank 16]
-        [--requests 16] [--max-new-tokens 48] [--threads 1 2]
+        [--requests 16] [--max-new-tokens 64] [--threads 1]
 
-CPU timings depend on what else runs on the machine: each part records the load
-average around it. ``--threads 1 2`` measures throughput with both torch thread counts.
+CPU timings depend on what else runs on the machine: each part records the load average
+around it; ``--threads 1`` (the default) keeps timings stable on a shared CPU.
 """
 
 from __future__ import annotations
@@ -128,15 +136,12 @@ def _serve(app, sock: socket.socket):
 async def _fire(
     base_url: str, payloads: list[dict[str, Any]]
 ) -> tuple[float, list[dict[str, Any]], list[float]]:
+    """All ``payloads`` at once: (wall seconds, bodies, per-request latencies)."""
     import httpx
 
     async with httpx.AsyncClient(
-        base_url=base_url, timeout=900, limits=httpx.Limits(max_connections=64)
+        base_url=base_url, timeout=1800, limits=httpx.Limits(max_connections=64)
     ) as client:
-        await client.post(
-            "/v1/summarize",
-            json={"dialogue": "#Person1#: Hi.\n#Person2#: Hello.", "options": {"max_new_tokens": 2}},
-        )  # warm-up
 
         async def one(payload):
             start = time.perf_counter()
@@ -147,6 +152,47 @@ async def _fire(
         start = time.perf_counter()
         results = await asyncio.gather(*(one(p) for p in payloads))
         return time.perf_counter() - start, [r[0] for r in results], [r[1] for r in results]
+
+
+async def _closed_loop(base_url: str, clients: int, per_client: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """``clients`` clients, each sending its requests one after another: latency percentiles."""
+    import httpx
+
+    latencies: list[float] = []
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=1800, limits=httpx.Limits(max_connections=64)
+    ) as client:
+
+        async def run(payloads):
+            for payload in payloads:
+                start = time.perf_counter()
+                response = await client.post("/v1/summarize", json=payload)
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(run(p) for p in per_client[:clients]))
+        seconds = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "seconds": round(seconds, 2),
+        "requests_per_s": round(len(latencies) / seconds, 3),
+        "latency_s": {
+            "p50": round(_percentile(ordered, 50), 2),
+            "p95": round(_percentile(ordered, 95), 2),
+            "max": round(ordered[-1], 2),
+        },
+    }
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 class PeakRSS:
@@ -174,47 +220,70 @@ class PeakRSS:
         self._thread.join()
 
 
+CLIENTS = (1, 4, 16)
+
+
 def child_throughput(
     mode: str, model: str, adapter_dirs: list[str], n_requests: int, max_new_tokens: int, threads: int
 ) -> dict[str, Any]:
-    """Runs in a fresh process: one server (base + adapters), one burst of requests, its memory."""
+    """Runs in a fresh process: one server (base + adapters), a burst, closed-loop clients, its memory."""
     import torch
 
     from dialogtune.models import load_model
     from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
 
     torch.set_num_threads(threads)
-    registry = AdapterRegistry(load_model(model))
+    # The shipped defaults; today's server differs in precision and batching only.
+    registry = AdapterRegistry(load_model(model, dtype="auto" if mode == "shipped" else "fp32"))
     for i, path in enumerate(adapter_dirs):
         registry.load(f"a{i}", path)
     loaded_rss = _rss()["rss_mb"]
-    # The shipped defaults; the baseline differs in one setting only.
-    config = ServingConfig() if mode == "batched" else dataclasses.replace(ServingConfig(), max_batch_size=1)
+    config = ServingConfig() if mode == "shipped" else dataclasses.replace(ServingConfig(), batching="micro")
     names = [None, *registry.infos]
-    dialogues = [row["dialogue"] for row in read_split("validation", n_requests)]
-    payloads = [
-        {"dialogue": d, "adapter": names[i % len(names)], "options": {"max_new_tokens": max_new_tokens}}
-        for i, d in enumerate(dialogues)
-    ]
+    rows = read_split("validation", max(n_requests, 2 * max(CLIENTS)) + 8)
+
+    def payload(i: int) -> dict[str, Any]:
+        return {
+            "dialogue": rows[i % len(rows)]["dialogue"],
+            "adapter": names[i % len(names)],
+            "options": {"max_new_tokens": max_new_tokens},
+        }
+
+    burst = [payload(i) for i in range(n_requests)]
+    # Closed loop: 8 requests for one client, 16 for 4 clients (4 each), 32 for 16 (2 each).
+    loops = {
+        c: [[payload(c * 10 + k * c + j) for k in range(max(2, 8 // c))] for j in range(c)] for c in CLIENTS
+    }
     app = create_app(registry, config)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server, thread = _serve(app, sock)
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    warm = {"dialogue": rows[-1]["dialogue"], "options": {"max_new_tokens": 4}}
+    asyncio.run(_fire(base_url, [warm, warm]))  # one-time kernel set-up is not the server's latency
     with PeakRSS() as peak:
-        seconds, bodies, latencies = asyncio.run(_fire(f"http://127.0.0.1:{sock.getsockname()[1]}", payloads))
+        seconds, bodies, latencies = asyncio.run(_fire(base_url, burst))
+        latency = [asyncio.run(_closed_loop(base_url, c, loops[c])) for c in CLIENTS]
     server.should_exit = True
     thread.join(timeout=60)
     sock.close()
-    stats = app.state.service.batcher.stats
+    ordered = sorted(latencies)
     return {
         "mode": mode,
+        "precision": registry.loaded.precision,
+        "batching": type(app.state.service.batcher).__name__,
         "max_batch_size": config.max_batch_size,
-        "max_wait_ms": config.max_wait_ms,
-        "seconds": round(seconds, 2),
-        "requests_per_s": round(n_requests / seconds, 3),
-        "latency_s": {"mean": round(sum(latencies) / len(latencies), 2), "max": round(max(latencies), 2)},
-        "generate_calls": stats.batches - 1,  # minus the warm-up
-        "batch_sizes": stats.batch_sizes[1:],
+        "burst": {
+            "requests": n_requests,
+            "seconds": round(seconds, 2),
+            "requests_per_s": round(n_requests / seconds, 3),
+            "generated_tokens_per_s": round(n_requests * max_new_tokens / seconds, 1),
+            "latency_s": {
+                "p50": round(_percentile(ordered, 50), 2),
+                "p95": round(_percentile(ordered, 95), 2),
+            },
+        },
+        "closed_loop": latency,
         "rss_mb": {"loaded": loaded_rss, "peak_serving": round(peak.peak / MB, 1)},
         "adapters_round_robin": names,
         "summaries": [b["summary"] for b in bodies],
@@ -225,49 +294,52 @@ def measure_throughput(
     model: str, dirs: list[str], n_requests: int, max_new_tokens: int, threads: int
 ) -> dict[str, Any]:
     runs: dict[str, Any] = {}
-    for mode in ("sequential", "batched"):
+    for mode in ("today", "shipped"):
         cmd = [
-            sys.executable,
-            __file__,
-            "--child-throughput",
-            mode,
-            "--model",
-            model,
-            "--requests",
-            str(n_requests),
-            "--max-new-tokens",
-            str(max_new_tokens),
-            "--threads",
-            str(threads),
+            sys.executable, __file__, "--child-throughput", mode, "--model", model, "--requests", str(n_requests),
+            "--max-new-tokens", str(max_new_tokens), "--threads", str(threads),
             "--",  # the adapter folders; --threads takes several numbers
             *dirs,
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+        ]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600)
         run = json.loads(out.stdout.strip().splitlines()[-1])
+        single = run["closed_loop"][0]["latency_s"]["p50"]
         print(
-            f"throughput {threads} thread(s) {mode:10s}: {run['seconds']:.1f} s for {n_requests} requests "
-            f"({run['requests_per_s']:.2f} req/s, batches {run['batch_sizes']}), "
-            f"RSS {run['rss_mb']['loaded']:.0f} MB loaded, {run['rss_mb']['peak_serving']:.0f} MB peak",
+            f"{mode:8s} ({run['precision']}, {run['batching']}): burst of {n_requests} in {run['burst']['seconds']:.1f} s; "
+            f"single-request latency {single:.2f} s; "
+            + ", ".join(
+                f"{c['clients']} clients p50 {c['latency_s']['p50']:.2f} / p95 {c['latency_s']['p95']:.2f} s"
+                for c in run["closed_loop"]
+            )
+            + f"; RSS {run['rss_mb']['loaded']:.0f} MB loaded, {run['rss_mb']['peak_serving']:.0f} MB peak",
             flush=True,
         )
         runs[mode] = run
-    same = sum(a == b for a, b in zip(runs["batched"]["summaries"], runs["sequential"]["summaries"]))
-    names = runs["batched"]["adapters_round_robin"]
+    names = runs["shipped"]["adapters_round_robin"]
     for run in runs.values():
         run.pop("mode")
         run.pop("adapters_round_robin")
         run["example_summaries"] = run.pop("summaries")[:3]
+    today, shipped = runs["today"], runs["shipped"]
     return {
         "torch_threads": threads,
-        "requests": n_requests,
         "max_new_tokens": max_new_tokens,
         "adapters_round_robin": names,
         **runs,
-        "speedup": round(runs["sequential"]["seconds"] / runs["batched"]["seconds"], 2),
-        "peak_rss_batched_over_sequential": round(
-            runs["batched"]["rss_mb"]["peak_serving"] / runs["sequential"]["rss_mb"]["peak_serving"], 2
-        ),
-        "identical_outputs": f"{same}/{n_requests}",
+        "ratios": {
+            "burst_throughput_shipped_over_today": round(
+                today["burst"]["seconds"] / shipped["burst"]["seconds"], 2
+            ),
+            **{
+                f"p50_latency_today_over_shipped_{c['clients']}_clients": round(
+                    c["latency_s"]["p50"] / s["latency_s"]["p50"], 2
+                )
+                for c, s in zip(today["closed_loop"], shipped["closed_loop"])
+            },
+            "peak_rss_shipped_over_today": round(
+                shipped["rss_mb"]["peak_serving"] / today["rss_mb"]["peak_serving"], 2
+            ),
+        },
     }
 
 
@@ -277,16 +349,16 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument(
         "--threads",
         type=int,
         nargs="+",
-        default=None,
-        help="torch thread counts to measure throughput with (default: torch's default)",
+        default=[1],
+        help="torch thread counts to measure throughput with (default: 1, stable on a shared CPU)",
     )
     parser.add_argument("--child-memory", choices=["adapters", "merged"], help=argparse.SUPPRESS)
-    parser.add_argument("--child-throughput", choices=["sequential", "batched"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-throughput", choices=["today", "shipped"], help=argparse.SUPPRESS)
     parser.add_argument("adapter_dirs", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
@@ -304,8 +376,6 @@ def main() -> None:
         print(json.dumps(run))
         return
 
-    import torch
-
     from dialogtune.serving.demo_adapters import make_random_adapter
 
     result: dict[str, Any] = {"benchmark": "serving", "model": args.model}
@@ -318,7 +388,7 @@ def main() -> None:
         result["memory"] = timed(
             lambda: summarize_memory(measure_memory(args.model, dirs, args.ks), dirs, args.rank, args.ks)
         )
-        threads = args.threads or [torch.get_num_threads()]
+        threads = args.threads
         result["throughput"] = timed(
             lambda: {
                 "runs": [
@@ -330,17 +400,18 @@ def main() -> None:
     memory, throughput = result["memory"], result["throughput"]
     result["targets"] = {
         "memory_grows_about_adapter_size": 0.5 <= memory["rss_growth_per_adapter_over_adapter_size"] <= 2,
-        "throughput_at_least_2x": {str(t["torch_threads"]): t["speedup"] >= 2.0 for t in throughput["runs"]},
+        "single_request_latency_3x_lower": {
+            str(t["torch_threads"]): t["ratios"]["p50_latency_today_over_shipped_1_clients"] >= 3
+            for t in throughput["runs"]
+        },
     }
     path = save("serving", result)
     print(
         f"adapter {memory['adapter']['safetensors_mb']:.1f} MB; RSS +{memory['rss_growth_per_adapter_mb']} MB "
         f"per adapter vs +{memory['rss_growth_per_merged_model_mb']} MB per merged model"
     )
-    print(
-        "batching vs sequential: "
-        + ", ".join(f"{t['speedup']:.2f}x with {t['torch_threads']} thread(s)" for t in throughput["runs"])
-    )
+    for t in throughput["runs"]:
+        print(f"shipped vs today, {t['torch_threads']} thread(s): " + json.dumps(t["ratios"]))
     print(f"wrote {path}")
 
 

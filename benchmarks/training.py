@@ -140,8 +140,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import TrainingArguments, default_data_collator
 
     from dialogtune.data import DataConfig, load_records
+    from dialogtune.methods import get_method
     from dialogtune.models.loading import load_model
-    from dialogtune.models.lora import apply_lora
     from dialogtune.prompts import PromptTemplate
     from dialogtune.training.collator import make_collator
     from dialogtune.training.dataset import ExampleDataset, encode_records
@@ -163,8 +163,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             loaded, records, PromptTemplate(), max_dialogue_tokens=args.max_length, max_target_tokens=128
         )
     torch.manual_seed(0)
-    if method == "lora":
-        loaded.model = apply_lora(loaded.model, _lora_settings(loaded.model.config.model_type))
+    chosen = get_method(method)
+    loaded.model = chosen.apply(loaded.model, _settings(method, loaded.model.config.model_type))
     precision = (
         resolve_precision("auto", loaded.model.config.model_type, use_cuda=False) if dialogtune else "fp32"
     )
@@ -188,7 +188,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         output_dir=str(Path(args.scratch) / f"{recipe}-{method}"),
         per_device_train_batch_size=args.batch_size,
         num_train_epochs=1,
-        learning_rate=1e-3 if method == "lora" else 1e-5,
+        learning_rate=1e-5 if chosen.trains_base else 1e-3,
         bf16=precision == "bf16",
         train_sampling_strategy="group_by_length" if dialogtune else "sequential",
         logging_strategy="no",
@@ -247,10 +247,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _lora_settings(model_type: str) -> Any:
+def _settings(method: str, model_type: str) -> Any:
     """The shipped recipes' LoRA: the notebook's for T5, configs/smollm2-lora-cpu.yaml's for Llamas."""
-    from dialogtune.models.lora import LoraSettings
+    from dialogtune.methods.lora import LoraSettings
 
+    if method != "lora":
+        return None  # full fine-tuning has no settings
     if model_type == "t5":
         return LoraSettings(r=32, alpha=32, dropout=0.05)
     return LoraSettings(r=16, alpha=32, dropout=0.0)

@@ -181,7 +181,7 @@ def test_errors_are_one_line_with_file_line_and_columns(
     assert f"{bad_json}:2:" in err and "malformed JSON" in err
     latin = tmp_path / "latin.csv"
     latin.write_bytes("prediction,summary\nok,fine\ncaf\xe9,x\n".encode("latin-1"))
-    assert f"{latin}:3:4: not UTF-8" in _error(capsys, str(latin))
+    assert f"{latin}:3:4: not valid UTF-8" in _error(capsys, str(latin))
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert "empty file" in _error(capsys, str(empty))

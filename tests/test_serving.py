@@ -16,6 +16,7 @@ from dialogtune.generation import GenerationSettings, generate
 from dialogtune.models import load_model
 from dialogtune.prompts import PromptTemplate
 from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
+from dialogtune.serving.continuous import ContinuousBatcher
 from dialogtune.serving.demo_adapters import make_random_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -78,7 +79,10 @@ def test_each_adapter_gets_its_own_output_in_one_mixed_batch(adapters):
     assert [r.status_code for r in responses] == [200, 200, 200]
     got = {n: r.json()["summaries"] for n, r in zip(names, responses)}
     stats = app.state.service.batcher.stats
-    assert stats.batches == 1 and stats.largest_batch == 9  # base and both adapters shared one batch
+    if isinstance(app.state.service.batcher, ContinuousBatcher):  # decoder-only: one running batch
+        assert stats.finished == 9 and stats.mixed_steps > 0  # adapters decoded side by side
+    else:
+        assert stats.batches == 1 and stats.largest_batch == 9  # base and both adapters in one generate
     for name in names:
         assert got[name] == expected_texts(spec, dirs.get(name)), name
     assert got[None] != got["a0"] != got["a1"] != got[None]  # base and adapters really differ
@@ -89,7 +93,8 @@ def test_per_adapter_batches_give_the_same_outputs(adapters):
     spec, dirs = adapters
     app = build_app(spec, dirs, max_wait_ms=500, mixed_adapter_batches=False)
     responses = asyncio.run(_concurrent(app, [{"dialogues": DIALOGUES, "adapter": n} for n in ("a1", None)]))
-    assert app.state.service.batcher.stats.batches == 2  # one generate per adapter
+    if not isinstance(app.state.service.batcher, ContinuousBatcher):
+        assert app.state.service.batcher.stats.batches == 2  # one generate per adapter
     assert responses[0].json()["summaries"] == expected_texts(spec, dirs["a1"])
     assert responses[1].json()["summaries"] == expected_texts(spec, None)
 
@@ -238,20 +243,23 @@ def test_one_json_log_line_per_request(client, caplog):
 
 def test_a_failed_load_leaves_the_served_model_as_it_was(llama_adapters, tmp_path):
     spec, dirs = llama_adapters
-    # A cut-off weights file: PEFT injects the LoRA layers, then fails reading the weights.
+    # A weights file lacking half its tensors: PEFT injects the LoRA layers and loads what there
+    # is; the missing ones are found after that. (A cut-off file is refused before injecting.)
+    from safetensors.torch import load_file, save_file
+
     broken = tmp_path / "broken"
     shutil.copytree(dirs["a0"], broken)
     weights = broken / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
+    save_file({k: v for i, (k, v) in enumerate(sorted(load_file(weights).items())) if i % 2}, weights)
     from dialogtune.errors import ModelSpecError
 
     registry = AdapterRegistry(load_model(spec, dtype="fp32"))  # mixed-adapter batches: exact in fp32
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS)
-    with pytest.raises(ModelSpecError, match="cannot load adapter"):
+    with pytest.raises(ModelSpecError, match="does not match its adapter_config.json"):
         registry.load("broken", broken)  # as the first adapter: the bare base is restored
     assert registry.generate(DIALOGUES, [None] * 3, settings, PromptTemplate()) == expected_texts(spec, None)
     registry.load("a0", dirs["a0"])
-    with pytest.raises(ModelSpecError, match="cannot load adapter"):
+    with pytest.raises(ModelSpecError, match="does not match its adapter_config.json"):
         registry.load("broken", broken)  # next to another adapter: only its own layers go
     assert "broken" not in registry and "broken" not in registry.loaded.model.peft_config
     assert registry.generate(DIALOGUES, ["a0"] * 3, settings, PromptTemplate()) == expected_texts(

@@ -102,22 +102,30 @@ def test_32_concurrent_requests_on_loopback(app_factory):
     for payload, response in zip(payloads, responses):
         by_key.setdefault((payload["dialogue"], payload["adapter"]), set()).add(response.json()["summary"])
     assert len(by_key) == 12 and all(len(texts) == 1 for texts in by_key.values())
-    assert health["batched_dialogues"] == 32 and health["batches"] < 32  # requests were micro-batched
+    assert health["batched_dialogues"] == 32 and health["batching"] == "continuous"
+    assert health["largest_batch"] > 1  # requests were decoded together
     assert len({r.json()["id"] for r in responses}) == 32
+
+
+def hold_model_thread(batcher) -> tuple[threading.Event, threading.Event]:
+    """Make the model thread stop before it takes the first work, until ``release`` is set."""
+    real_admit = batcher._admit
+    started, release = threading.Event(), threading.Event()
+
+    def held_admit(engine):
+        if batcher._inbox and not started.is_set():
+            started.set()
+            release.wait(20)
+        return real_admit(engine)
+
+    batcher._admit = held_admit
+    return started, release
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(app_factory):
     app = app_factory(max_batch_size=1, max_wait_ms=0)
     batcher = app.state.service.batcher
-    real_run = batcher._run_batch
-    started, release = threading.Event(), threading.Event()
-
-    def held_run(dialogues, adapters, settings):  # the first batch runs until the test releases it
-        started.set()
-        release.wait(20)
-        return real_run(dialogues, adapters, settings)
-
-    batcher._run_batch = held_run
+    started, release = hold_model_thread(batcher)
     results: list[httpx.Response] = []
 
     def post(base_url, adapter):
@@ -136,7 +144,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(app_factory):
             client.start()
         assert started.wait(20)
         deadline = time.monotonic() + 20
-        while batcher.queued_dialogues < 2:  # one request runs, the other two wait in the queue
+        while batcher.queued_dialogues < 3:  # the three requests wait while the model thread is held
             assert time.monotonic() < deadline, "requests did not reach the server"
             time.sleep(0.01)
         server.should_exit = True  # what SIGTERM / Ctrl-C does
@@ -149,7 +157,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(app_factory):
         thread.join(timeout=30)
         assert not thread.is_alive()
     assert sorted(r.status_code for r in results) == [200, 200, 200]
-    assert batcher.closing and batcher.stats.dialogues == 3
+    assert batcher.closing and batcher.stats.finished == 3
 
 
 def _raw_request(base_url: str, head: str, body: bytes = b"") -> socket.socket:
@@ -249,15 +257,7 @@ def test_open_connections_are_bounded(app_factory):
 def test_requests_cut_off_by_the_shutdown_timeout_get_a_json_503(app_factory):
     app = app_factory(max_batch_size=1, max_wait_ms=0)
     batcher = app.state.service.batcher
-    real_run = batcher._run_batch
-    started, release = threading.Event(), threading.Event()
-
-    def held_run(dialogues, adapters, settings):  # a generation far longer than the grace period
-        started.set()
-        release.wait(20)
-        return real_run(dialogues, adapters, settings)
-
-    batcher._run_batch = held_run
+    started, release = hold_model_thread(batcher)  # a generation far longer than the grace period
     results: list[httpx.Response] = []
 
     def post(base_url):

@@ -135,8 +135,13 @@ def test_health_reports_a_model_that_fails_its_batches(dirs):
 @pytest.mark.parametrize(
     "config, reason",
     [
-        ({"peft_type": "IA3"}, "only LoRA adapters are served"),
-        ({"use_dora": True}, "DoRA"),
+        ({"peft_type": "IA3"}, "is a ia3 adapter; only lora adapters are served per request; merge it"),
+        ({"use_dora": True}, "is a dora adapter"),
+        (
+            {"peft_type": "PROMPT_TUNING"},
+            "prompt_tuning adapter; only lora adapters are served per request; "
+            "evaluate or summarize it with --adapter",
+        ),
         ({"modules_to_save": ["lm_head", "score"]}, "modules_to_save: lm_head, score"),
         ({"trainable_token_indices": [1, 2]}, "trainable_token_indices"),
         ({"bias": "all"}, "biases (bias='all')"),

@@ -99,7 +99,7 @@ def test_other_input_errors(tmp_path, monkeypatch, capsys):
     assert "input file not found" in capsys.readouterr().err
     (tmp_path / "latin1.txt").write_bytes(b"line one\ncaf\xe9\n")
     assert main(["summarize", "--model", SPEC, str(tmp_path / "latin1.txt")]) == 2
-    assert "latin1.txt:2: not valid UTF-8" in capsys.readouterr().err
+    assert "latin1.txt:2:4: not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
     feed_stdin(monkeypatch, "", tty=True)  # nothing piped in: say so instead of waiting forever
     assert main(["summarize", "--model", SPEC]) == 2
     assert "no input" in capsys.readouterr().err

@@ -23,8 +23,9 @@ import torch
 from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.generation import GenerationSettings, generate
 from dialogtune.methods import count_trainable, get_method
+from dialogtune.methods.lora import METHOD as LORA
+from dialogtune.methods.lora import LoraSettings
 from dialogtune.models.loading import load_model
-from dialogtune.models.lora import LoraSettings, apply_lora
 from dialogtune.models.params import count_parameters
 from dialogtune.models.random_configs import build_config
 from dialogtune.training import load_config, train
@@ -264,7 +265,7 @@ def test_adapter_is_much_smaller_than_full_model(tmp_path: Path) -> None:
 def test_notebook_lora_on_flan_t5_base_shapes_trains_1_4_percent() -> None:
     """The notebook's LoRA (r=32, q/v) on FLAN-T5-base shapes: 3.5M of 251M parameters (1.41%)."""
     model = load_model("random:flan-t5-base", empty_weights=True).model  # meta device: shapes only
-    counts = count_parameters(apply_lora(model, load_config(None, []).lora))
+    counts = count_parameters(LORA.apply(model, load_config(None, []).lora))
     assert counts["trainable"] == 3_538_944 and counts["trainable_percent"] == pytest.approx(1.41, abs=0.01)
 
 
@@ -398,7 +399,7 @@ def test_compile_finds_the_repeated_blocks_of_both_families() -> None:
         layers = (
             config.num_layers + config.num_decoder_layers if name == "tiny-t5" else config.num_hidden_layers
         )
-        blocks = repeated_blocks(apply_lora(model, LoraSettings()))
+        blocks = repeated_blocks(LORA.apply(model, LoraSettings()))
         assert {type(b).__name__ for b in blocks} == {expected}
         assert len(blocks) == layers
     model._no_split_modules = None  # a model class that names no blocks: a config error, not a crash

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from dialogtune.data.records import Record
+from dialogtune.methods.lora import METHOD as LORA
+from dialogtune.methods.lora import LoraSettings
 from dialogtune.models.kinds import IGNORE_INDEX
 from dialogtune.models.loading import load_model
-from dialogtune.models.lora import LoraSettings, apply_lora
 from dialogtune.prompts import PromptTemplate
 from dialogtune.training.collator import make_collator
 from dialogtune.training.dataset import encode_records, token_counts
@@ -117,7 +118,7 @@ def test_selective_loss_equals_the_models_own_loss_and_gradients(lora) -> None:
     torch.manual_seed(0)
     model = load_model("random:tiny-llama").model
     if lora:
-        model = apply_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
+        model = LORA.apply(model, LoraSettings(r=4, alpha=8, dropout=0.0))
     model.train()
     batch = _batch(load_model("random:tiny-llama"))
     assert supports_selective_loss(model)

@@ -10,8 +10,9 @@ import torch
 from test_training import DIALOGUES, tiny_model, tiny_overrides, write_dialogues
 
 from dialogtune.errors import ConfigError
+from dialogtune.methods.lora import METHOD as LORA
+from dialogtune.methods.lora import LoraSettings
 from dialogtune.models.loading import load_model
-from dialogtune.models.lora import LoraSettings, apply_lora
 from dialogtune.prompts import PromptTemplate
 from dialogtune.training import load_config, train
 from dialogtune.training.collator import make_collator
@@ -57,7 +58,7 @@ def test_bf16_frozen_weights_give_bit_identical_loss_and_gradients(tmp_path: Pat
 
     loaded = load_model(tiny_model(tmp_path, name), dtype="fp32")
     torch.manual_seed(0)
-    loaded.model = apply_lora(loaded.model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    loaded.model = LORA.apply(loaded.model, LoraSettings(r=4, alpha=8, dropout=0.0))
     for n, p in loaded.model.named_parameters():  # non-zero B, so the adapters shape the output
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)

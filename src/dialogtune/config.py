@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import json
 import math
 import re
 import types
@@ -28,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from dialogtune.errors import ConfigError
+from dialogtune import io
+from dialogtune.errors import ConfigError, DialogtuneError
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -49,30 +51,48 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
+def read_yaml(path: str | Path, error: type[DialogtuneError] = ConfigError) -> Any:
+    """Any YAML file (a saved config), through :func:`dialogtune.io.read_yaml_file`'s checks
+    (UTF-8, nesting, lone surrogates: one-line ``error``), with YAML 1.2 booleans."""
+    return io.read_yaml_file(path, error, loader=_Yaml12Loader)
+
+
 def read_yaml_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """A YAML file whose top level is a mapping (an empty file is ``{}``); one-line errors."""
-    file = Path(path)
-    if not file.is_file():
+    """A YAML file whose top level is a mapping (an empty file is ``{}``); one-line errors.
+
+    Read through :func:`dialogtune.io.read_yaml_file` (UTF-8, nesting and lone-surrogate checks)
+    and returned as a deep copy made of plain JSON types, which ``--set`` may change freely; YAML
+    dates become their text.
+    """
+    if not Path(path).exists():
         raise ConfigError(f"{what} not found: {path}")
-    try:
-        loaded = parse_yaml(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    loaded = read_yaml(path)
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
-    return loaded or {}
+    try:
+        return json.loads(json.dumps(loaded or {}, default=str))
+    except (TypeError, ValueError) as exc:  # e.g. a date as a key
+        raise ConfigError(f"{path}: unsupported YAML content ({exc})") from None
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value, read as YAML 1.2 (``1e-3``, ``[q, v]``, ``null``, ``no`` is a string)."""
+def parse_value(text: str, key: str = "") -> Any:
+    """A ``--set`` value, read as YAML 1.2 (``1e-3``, ``[q, v]``, ``null``, ``no`` is a string).
+
+    Text that is not YAML (a path with a colon) stays text; values nested too deeply or holding
+    lone surrogates are one-line errors.
+    """
+    name = f"--set {key.strip()}" if key.strip() else "--set"
+    io.check_yaml_brackets(name, text, ConfigError)
     if not text.strip():
         return ""
     try:
-        return parse_yaml(text)
+        value = parse_yaml(text)
     except yaml.YAMLError:
-        return text
+        value = text
+    except RecursionError:
+        raise ConfigError(f"{name}: value nested too deeply") from None
+    io.check_parsed(name, value, ConfigError, what="value")
+    return value
 
 
 def apply_set(raw: dict[str, Any], item: str) -> None:
@@ -84,7 +104,7 @@ def apply_set(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got '{item}'")
-    value = parse_value(text)
+    value = parse_value(text, key)
     parts = key.strip().split(".")
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):

@@ -8,6 +8,8 @@ real bugs surface as tracebacks so they get reported.
 
 from __future__ import annotations
 
+import errno
+
 
 class DialogtuneError(Exception):
     """A user-facing error: one line, exit code ``exit_code``."""
@@ -30,3 +32,10 @@ class ModelSpecError(DialogtuneError):
 
 class ConfigError(DialogtuneError):
     """A config key or value that does not validate."""
+
+
+def os_error_reason(exc: OSError) -> str:
+    """``Permission denied``, ``is a directory, not a file``, ...: an OSError's reason, in words."""
+    if exc.errno == errno.EISDIR:
+        return "is a directory, not a file"
+    return exc.strerror or str(exc) or type(exc).__name__

@@ -10,7 +10,6 @@ refused with one line, and nothing is deleted.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -18,11 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dialogtune import __version__
-from dialogtune.errors import ConfigError
-from dialogtune.io import write_json
+from dialogtune.errors import ConfigError, DataError
+from dialogtune.io import read_json_file, read_yaml_file, write_json
 
 MARKER = ".dialogtune-output.json"
 KINDS = ("train", "eval", "merge", "experiment", "batch", "sweep", "report")
@@ -35,9 +32,9 @@ _LEGACY_KEYS = {
 
 
 def _config_keys(folder: Path, name: str = "config.yaml") -> set[str]:
-    try:
-        loaded = yaml.safe_load((folder / name).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    try:  # dialogtune.io's reader: also safe from absurdly nested (or hostile) YAML
+        loaded = read_yaml_file(folder / name)
+    except DataError:
         return set()
     return set(loaded) if isinstance(loaded, dict) else set()
 
@@ -46,10 +43,10 @@ def output_kind(folder: str | os.PathLike[str]) -> str | None:
     """The kind of dialogtune output ``folder`` holds, or ``None`` (absent, empty or not ours)."""
     path = Path(folder)
     try:
-        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
-        if isinstance(marker, dict) and marker.get("kind") in KINDS:
+        marker = read_json_file(path / MARKER)
+        if marker.get("kind") in KINDS:
             return str(marker["kind"])
-    except (OSError, UnicodeDecodeError, ValueError):
+    except DataError:
         pass
     keys = _config_keys(path)
     for kind, required in _LEGACY_KEYS.items():

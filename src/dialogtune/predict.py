@@ -56,7 +56,7 @@ def read_partial(path: Path, key: str) -> tuple[dict[str, str], int]:
         return {}, 0
     try:
         header = json.loads(lines[0].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return {}, 0
     if not isinstance(header, dict) or header.get("key") != key:
         return {}, 0
@@ -66,7 +66,7 @@ def read_partial(path: Path, key: str) -> tuple[dict[str, str], int]:
         try:
             row = json.loads(raw.decode("utf-8"))
             done[str(row["id"])] = str(row["prediction"])
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
             break  # a damaged line: everything before it is good, everything after is dropped
         good += len(raw) + 1
     return done, good

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dialogtune.errors import ConfigError
+from dialogtune.io import find_lone_surrogate
 
 NOTEBOOK_TEMPLATE = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
 _SENTINEL = "\u2063DIALOGTUNE-SYSTEM\u2063"  # invisible separators: never in a real prompt
@@ -52,6 +53,11 @@ class PromptTemplate:
             raise ConfigError(f"prompt.chat must be auto, always or never, got '{self.chat}'")
         if self.system is not None and self.keep_default_system:
             raise ConfigError("prompt.keep_default_system only applies when prompt.system is null")
+        for key in ("template", "system"):
+            # A flag with bytes that are not UTF-8 arrives as lone surrogates (Python's
+            # surrogateescape), which no tokenizer accepts: say so now, not at generation.
+            if find_lone_surrogate(getattr(self, key)) is not None:
+                raise ConfigError(f"prompt.{key} is not valid Unicode text (it holds a lone surrogate)")
 
     def fill(self, dialogue: str) -> str:
         # str.replace, not str.format: dialogues contain braces often enough.

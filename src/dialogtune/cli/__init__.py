@@ -15,9 +15,11 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from dialogtune import __version__
 from dialogtune.errors import DialogtuneError
+from dialogtune.io import find_lone_surrogate
 
 # verb -> (module under dialogtune.cli, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -34,7 +36,18 @@ VERBS: dict[str, tuple[str, str]] = {
     "serve": ("serve_cmd", "serve summaries over HTTP with many LoRA adapters"),
     "batch": ("batch_cmd", "summarize many dialogues into resumable shards, locally or on Ray"),
     "review": ("review_cmd", "blind side-by-side review page for people; votes in SQLite"),
+    "sweep": ("sweep_cmd", "hyper-parameter search over training-config keys (Optuna), resumable"),
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors look like every other error: one line, exit code 2.
+
+    Subcommand parsers inherit the class (``add_subparsers`` uses the parent's type).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"dialogtune: error: {' '.join(message.split())} (see: {self.prog} --help)\n")
 
 
 def _available_verbs() -> dict[str, tuple[str, str]]:
@@ -46,7 +59,7 @@ def _available_verbs() -> dict[str, tuple[str, str]]:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dialogtune",
         description="Fine-tune, evaluate and serve language models for dialogue summarization.",
     )
@@ -73,6 +86,12 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Bytes that are not UTF-8 reach Python as lone surrogates, which no tokenizer takes and no
+    # UTF-8 file (config.yaml, predictions, report) can hold: refuse them before any work.
+    not_utf8 = next((arg for arg in argv if find_lone_surrogate(arg)), None)
+    if not_utf8 is not None:
+        print(f"dialogtune: error: argument {ascii(not_utf8)} is not valid UTF-8 text", file=sys.stderr)
+        return 2
     verb = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=verb if verb in VERBS else None)
     args = parser.parse_args(argv)

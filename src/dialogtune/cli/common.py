@@ -13,6 +13,7 @@ from dataclasses import fields
 
 from dialogtune.data.config import DataConfig
 from dialogtune.errors import ConfigError
+from dialogtune.seeds import seed_problem
 
 _HELP = {f.name: str(f.metadata.get("help", "")).replace("%", "%%") for f in fields(DataConfig)}
 _DEFAULTS = DataConfig()
@@ -26,6 +27,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def resamples_int(text: str) -> int:
+    """argparse ``type=`` for bootstrap resamples: 1 to ``MAX_RESAMPLES``."""
+    from dialogtune.evaluation.bootstrap import MAX_RESAMPLES
+
+    value = positive_int(text)
+    if value > MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_RESAMPLES:,} resamples, got {value:,}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse ``type=`` for seeds: 0 <= seed < 2**32, what numpy accepts (see :mod:`dialogtune.seeds`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got '{text}'") from None
+    problem = seed_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"a seed {problem}")
     return value
 
 
@@ -69,7 +92,7 @@ def add_data_args(parser: argparse.ArgumentParser, default_split: str = "validat
     group.add_argument("--every", metavar="K", type=positive_int, help=_HELP["every"])
     group.add_argument("--sample", metavar="N", type=positive_int, help=_HELP["sample"])
     group.add_argument(
-        "--seed", type=int, default=_DEFAULTS.seed, help=_HELP["seed"] + " (default: %(default)s)"
+        "--seed", type=seed_int, default=_DEFAULTS.seed, help=_HELP["seed"] + " (default: %(default)s)"
     )
     group.add_argument("--id-column", metavar="COL", default=_DEFAULTS.id_column, help=_HELP["id_column"])
     group.add_argument(

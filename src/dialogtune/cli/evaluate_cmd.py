@@ -1,12 +1,17 @@
-"""``dialogtune evaluate``: generate on a split, score with ROUGE (+CIs), write a run directory."""
+"""``dialogtune evaluate``: generate on a split, score with ROUGE (+CIs), write a run directory.
+
+With ``--endpoint URL`` the summaries come from a model served behind an OpenAI-compatible
+API (``dialogtune serve``, vLLM) instead of a local one; see docs/scale.md.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from dialogtune.cli.common import add_data_args, data_config_from_args, positive_int
+from dialogtune.cli.common import add_data_args, data_config_from_args, positive_int, resamples_int
 from dialogtune.cli.fields import add_fields, given_values
 from dialogtune.cli.model_args import (
     add_generation_args,
@@ -34,7 +39,38 @@ def register(parser: argparse.ArgumentParser) -> None:
         flags={"use_stemmer": "--no-stemmer"},
         choices={"lsum_split": LSUM_SPLITS},
     )
-    add_fields(group, EvaluationSpec, prefix="spec_", skip=_NOT_FLAGS, types_={"n_resamples": positive_int})
+    add_fields(group, EvaluationSpec, prefix="spec_", skip=_NOT_FLAGS, types_={"n_resamples": resamples_int})
+    remote = parser.add_argument_group(
+        "endpoint (summaries from a served model; --model and --adapter then only give the tokenizer "
+        "and the prompt)"
+    )
+    remote.add_argument(
+        "--endpoint",
+        metavar="URL",
+        default=None,
+        help="an OpenAI-compatible API's base URL, e.g. http://127.0.0.1:8000/v1 (dialogtune serve, "
+        "vLLM): each prompt's token ids go to URL/completions, greedy",
+    )
+    remote.add_argument(
+        "--endpoint-model",
+        metavar="NAME",
+        default=None,
+        help="the model's name on the endpoint (an adapter's served name); default: --model, "
+        "required with --adapter",
+    )
+    remote.add_argument(
+        "--endpoint-key-env",
+        metavar="VAR",
+        default=None,
+        help="environment variable holding the endpoint's API key (sent as a bearer token)",
+    )
+    remote.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="requests in flight at once (default: %(default)s)",
+    )
     parser.add_argument("--output-dir", required=True, help="run directory to write")
     parser.add_argument(
         "--overwrite",
@@ -60,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         **given_values(args, EvaluationSpec, prefix="spec_"),
     )
     records = load_records(spec.data, require_references=True)
-    loaded = load_inference_model(args, settings)
+    loaded = endpoint_model(args) if args.endpoint else load_inference_model(args, settings)
     metrics = evaluate_to_dir(loaded, records, spec, args.output_dir, overwrite=args.overwrite)
     if metrics.get("reused"):
         print(
@@ -72,6 +108,35 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2, default=str))
     else:
         print(f"model: {loaded.spec.display_name}" + (f" + adapter {args.adapter}" if args.adapter else ""))
+        if args.endpoint:
+            print(f"served by: {args.endpoint} as '{loaded.endpoint.model}'")
         print(format_metrics(metrics))
         print(f"run directory: {args.output_dir}")
     return 0
+
+
+def endpoint_model(args: argparse.Namespace):  # -> EndpointModel
+    """The model behind ``--endpoint``, checked to be served there (one line if not)."""
+    from dialogtune.errors import ConfigError
+    from dialogtune.experiments.endpoint import Endpoint, EndpointModel
+
+    if args.endpoint_model is None and args.adapter:
+        raise ConfigError(
+            "--endpoint with --adapter: name the adapter as the endpoint serves it (--endpoint-model)"
+        )
+    key = None
+    if args.endpoint_key_env:
+        key = os.environ.get(args.endpoint_key_env)
+        if not key:
+            raise ConfigError(
+                f"--endpoint-key-env {args.endpoint_key_env}: that environment variable is not set"
+            )
+    endpoint = Endpoint(
+        url=args.endpoint,
+        model=args.endpoint_model or args.model,
+        api_key=key,
+        concurrency=args.concurrency,
+    )
+    model = EndpointModel(args.model, args.adapter, endpoint)
+    model.check()
+    return model

@@ -13,10 +13,11 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dialogtune.cli.common import positive_int
+from dialogtune.cli.common import positive_int, seed_int
 from dialogtune.cli.fields import add_fields, given_values
 from dialogtune.errors import ConfigError
 from dialogtune.generation.settings import PRECISIONS, GenerationSettings
+from dialogtune.io import read_text_file
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
 
@@ -79,8 +80,9 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
         GenerationSettings,
         prefix="gen_",
         skip=("precision",),  # --precision is a model flag (it decides how the weights load)
-        flags={"sort_by_length": "--no-sort", "seed": "--generation-seed"},
-        types_={"batch_size": positive_int, "max_new_tokens": positive_int},
+        flags={"sort_by_length": "--no-sort", "seed": "--generation-seed", "engine": "--generation-engine"},
+        types_={"batch_size": positive_int, "max_new_tokens": positive_int, "seed": seed_int},
+        choices={"engine": ("auto", "generate")},
     )
     add_prompt_args(parser)
 
@@ -145,9 +147,9 @@ def prompt_from_args(args: argparse.Namespace, contract: InferenceContract | Non
     text = values.get("template")
     if text is not None and text.startswith("@"):
         path = Path(text[1:])
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"prompt template file not found: {path}")
-        values["template"] = path.read_text(encoding="utf-8")
+        values["template"] = read_text_file(path, ConfigError)
     if values.get("system") == NO_SYSTEM:
         values["system"] = None
     if "system" in values:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dialogtune.cli.common import positive_int
+from dialogtune.cli.common import resamples_int, seed_int
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +37,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="plus a seeded random sample of N examples (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random sample and the bootstrap")
-    parser.add_argument("--n-resamples", type=positive_int, default=1000, help="paired bootstrap resamples")
+    parser.add_argument(
+        "--seed", type=seed_int, default=0, help="seed for the random sample and the bootstrap"
+    )
+    parser.add_argument("--n-resamples", type=resamples_int, default=1000, help="paired bootstrap resamples")
     parser.add_argument("--title", default="dialogtune comparison report")
     parser.add_argument(
         "--review",

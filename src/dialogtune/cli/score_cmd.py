@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dialogtune.cli.common import seed_int
 from dialogtune.evaluation.rouge import LSUM_SPLITS
 
 
@@ -47,7 +48,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the metrics object as JSON")
     parser.add_argument(
         "--output", type=Path, metavar="FILE", help="also write the metrics JSON here (atomically)"
@@ -70,10 +71,11 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that `dialogtune --help` does not load the scoring stack.
     from dialogtune.errors import ConfigError
     from dialogtune.evaluation import RougeSettings, compute_metrics, read_scoring_table
+    from dialogtune.evaluation.bootstrap import MAX_RESAMPLES
     from dialogtune.io import write_json
 
-    if args.n_resamples < 1:
-        raise ConfigError(f"--n-resamples: expected a positive integer, got {args.n_resamples}")
+    if not 1 <= args.n_resamples <= MAX_RESAMPLES:
+        raise ConfigError(f"--n-resamples: expected 1 to {MAX_RESAMPLES:,}, got {args.n_resamples}")
     settings = RougeSettings(use_stemmer=not args.no_stemmer, lsum_split=args.lsum_split)
     table = read_scoring_table(
         args.file,

@@ -10,16 +10,26 @@ that loads adapters at run time needs it). See docs/serving.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
 
 from dialogtune.cli.common import check_bindable, is_loopback, port_number, positive_int
+from dialogtune.cli.fields import add_fields, given_values
 from dialogtune.cli.model_args import add_model_args, add_prompt_args
 from dialogtune.errors import ConfigError
+from dialogtune.serving.config import TOKEN_ENV as _TOKEN_ENV
+from dialogtune.serving.config import ServingConfig
 
-_TOKEN_ENV = "DIALOGTUNE_API_TOKEN"  # = serving.config.TOKEN_ENV; not imported so --help stays fast
+# Flag names that differ from their ServingConfig field (kept as they were).
+_FLAGS = {
+    "default_max_new_tokens": "--max-new-tokens",
+    "body_timeout_s": "--body-timeout",
+    "mixed_adapter_batches": "--no-mixed-batches",
+}
+_INT_FIELDS = {f.name: f for f in dataclasses.fields(ServingConfig) if f.type in ("int", int)}
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +40,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=DIR",
         help="a LoRA adapter to serve under NAME (repeatable); requests pick it by name",
+    )
+    parser.add_argument(
+        "--merged",
+        action="store_true",
+        help="serve the one --adapter merged into the base weights: faster, but only that adapter "
+        "is served (not the base, no run-time loads)",
     )
     net = parser.add_argument_group("network")
     net.add_argument(
@@ -65,101 +81,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     net.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     limits = parser.add_argument_group("limits and batching")
-    limits.add_argument(
-        "--max-dialogue-chars",
-        type=positive_int,
-        default=20_000,
-        metavar="N",
-        help="longer dialogues get 413 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-dialogue-tokens",
-        type=positive_int,
-        default=2048,
-        metavar="N",
-        help="longer dialogues get 413 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-dialogues-per-request",
-        type=positive_int,
-        default=32,
-        metavar="N",
-        help="larger requests get 413 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-body-bytes",
-        type=positive_int,
-        default=2 * 1024 * 1024,
-        metavar="N",
-        help="larger request bodies get 413 before parsing (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-new-tokens",
-        type=positive_int,
-        default=200,
-        metavar="N",
-        help="summary length when a request sets none (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-new-tokens-limit",
-        type=positive_int,
-        default=512,
-        metavar="N",
-        help="largest max_new_tokens a request may ask for (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-batch-size",
-        type=positive_int,
-        default=16,
-        metavar="N",
-        help="most dialogues per generate call; 1 handles requests strictly one by one "
-        "(default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=10.0,
-        metavar="MS",
-        help="how long an idle server waits for more requests to batch (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-queued-dialogues",
-        type=positive_int,
-        default=512,
-        metavar="N",
-        help="beyond this many waiting dialogues, requests get 503 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-request-cost",
-        type=positive_int,
-        default=4_000_000,
-        metavar="N",
-        help="most work one request may ask for, in token-steps: num_beams × max_new_tokens × "
-        "Σ(dialogue tokens + max_new_tokens); costlier requests get 413 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-adapters",
-        type=positive_int,
-        default=16,
-        metavar="N",
-        help="most adapters loaded at once (--adapter and run-time loads); more get 409 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-connections",
-        type=positive_int,
-        default=128,
-        metavar="N",
-        help="most requests in progress at once; more get 503 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--body-timeout",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="seconds a client has to send its whole request body; slower ones get 408 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--no-mixed-batches", action="store_true", help="never put different adapters in one generate call"
+    # One flag per ServingConfig field: the flags, the defaults and the help cannot drift apart.
+    add_fields(
+        limits,
+        ServingConfig,
+        prefix="serving_",
+        skip=("api_token", "adapter_root", "template"),  # the token comes from the environment
+        flags=_FLAGS,
+        types_={name: positive_int for name, f in _INT_FIELDS.items()},
+        choices={"batching": ("auto", "micro")},
     )
     add_prompt_args(parser)
     parser.set_defaults(func=run)
@@ -178,31 +108,25 @@ def _setup_logging(level: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dialogtune.cli.model_args import prompt_from_args
+    from dialogtune.models.contract import read_contract
+    from dialogtune.models.inference import load_for_inference
     from dialogtune.models.loading import load_model
-    from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
+    from dialogtune.serving import AdapterRegistry, create_app
     from dialogtune.serving.registry import parse_adapter_arg
 
     token = os.environ.get(args.token_env) or None
+    adapters = [parse_adapter_arg(text) for text in args.adapter]
+    contract = None
+    if args.merged:
+        if len(adapters) != 1:
+            raise ConfigError("--merged serves exactly one --adapter NAME=DIR, merged into the base")
+        contract = read_contract(adapters[0][1])  # the merged adapter's prompt is the server's
     config = ServingConfig(
-        max_dialogue_chars=args.max_dialogue_chars,
-        max_dialogue_tokens=args.max_dialogue_tokens,
-        max_dialogues_per_request=args.max_dialogues_per_request,
-        max_body_bytes=args.max_body_bytes,
-        default_max_new_tokens=args.max_new_tokens,
-        max_new_tokens_limit=args.max_new_tokens_limit,
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        max_queued_dialogues=args.max_queued_dialogues,
-        max_request_cost=args.max_request_cost,
-        max_adapters=args.max_adapters,
-        max_connections=args.max_connections,
-        body_timeout_s=args.body_timeout,
-        mixed_adapter_batches=not args.no_mixed_batches,
+        **given_values(args, ServingConfig, prefix="serving_"),
         api_token=token,
         adapter_root=Path(args.adapter_root) if args.adapter_root else None,
-        template=prompt_from_args(args),
+        template=prompt_from_args(args, contract),
     )
-    adapters = [parse_adapter_arg(text) for text in args.adapter]
     names = [name for name, _ in adapters]
     if len(set(names)) != len(names):
         raise ConfigError(f"--adapter names must be unique, got {', '.join(names)}")
@@ -222,11 +146,19 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    loaded = load_model(args.model, dtype=args.precision, device=args.device)
-    registry = AdapterRegistry(loaded)
-    for name, path in adapters:
-        info = registry.load(name, path)
-        log.info("adapter '%s': %s (r=%s, %.2f MB)", name, info.path, info.rank, info.size_bytes / 1e6)
+    if args.merged:  # one adapter folded into the base: the fastest way to serve it alone
+        name, path = adapters[0]
+        loaded = load_for_inference(
+            args.model, adapter=path, precision=args.precision, device=args.device, merge="yes"
+        )
+        registry = AdapterRegistry(loaded, merged=name)
+        log.info("adapter '%s' (%s) merged into the base; only it is served", name, path)
+    else:
+        loaded = load_model(args.model, dtype=args.precision, device=args.device)
+        registry = AdapterRegistry(loaded)
+        for name, path in adapters:
+            info = registry.load(name, path)
+            log.info("adapter '%s': %s (r=%s, %.2f MB)", name, info.path, info.rank, info.size_bytes / 1e6)
     log.info(
         "serving %s with %d adapter(s) on http://%s:%d (docs at /docs, auth %s)",
         loaded.spec.display_name,

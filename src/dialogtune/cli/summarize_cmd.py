@@ -22,7 +22,7 @@ from dialogtune.cli.model_args import (
     load_inference_model,
 )
 from dialogtune.errors import ConfigError, DataError
-from dialogtune.io import parse_jsonl
+from dialogtune.io import decode_utf8, parse_jsonl, read_bytes_file
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -68,15 +68,10 @@ def read_text(source: str | None) -> tuple[str, str]:
             raise ConfigError("no input: pass a FILE, or pipe a dialogue into 'dialogtune summarize -'")
         data, name = sys.stdin.buffer.read(), "<stdin>"
     else:
-        path = Path(source)
-        if not path.is_file():
+        if not Path(source).exists():
             raise DataError(f"input file not found: {source}")
-        data, name = path.read_bytes(), source
-    try:
-        return name, data.decode("utf-8-sig")  # -sig: tolerate a BOM from Windows editors
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{name}:{line}: not valid UTF-8 (byte {exc.start})") from None
+        data, name = read_bytes_file(source), source
+    return name, decode_utf8(name, data)  # a BOM from Windows editors is dropped
 
 
 def _looks_like_jsonl(name: str, text: str) -> bool:
@@ -87,7 +82,7 @@ def _looks_like_jsonl(name: str, text: str) -> bool:
         return False
     try:
         return isinstance(json.loads(first), dict)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON after all (or absurdly nested): plain text
         return False
 
 
@@ -113,9 +108,9 @@ def parse_input(name: str, text: str, fmt: str = "auto", column: str = "dialogue
 
 
 def run(args: argparse.Namespace) -> int:
+    settings, template = inference_inputs(args)  # bad flags fail before stdin is read
     name, text = read_text(args.input)
     parsed = parse_input(name, text, args.format, args.dialogue_column)
-    settings, template = inference_inputs(args)
 
     from dialogtune.generation import generate
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dialogtune.errors import ConfigError
+from dialogtune.seeds import check_seed
 
 DEFAULT_SOURCE = "knkarthick/dialogsum"
 
@@ -56,8 +57,7 @@ class DataConfig:
             # bool is an int subclass; `limit: true` in YAML is a mistake, not 1.
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"data.{key} must be a positive integer or null, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"data.seed must be an integer, got {self.seed!r}")
+        check_seed("data.seed", self.seed)
         if not isinstance(self.group_by_dialogue, bool):
             raise ConfigError(f"data.group_by_dialogue must be true or false, got {self.group_by_dialogue!r}")
 

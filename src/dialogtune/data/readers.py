@@ -2,16 +2,15 @@
 
 Each reader returns a :class:`RowTable`: the rows as dicts, each paired with a location
 string (``validation.jsonl:12``, ``data.parquet row 3``) so that schema errors further
-down can point at the exact line. JSONL and CSV are read as bytes and decoded here,
-line by line on failure, so a non-UTF-8 byte is reported with its line instead of a
-``UnicodeDecodeError`` traceback.
+down can point at the exact line. JSONL and CSV are read through :mod:`dialogtune.io`, so a
+non-UTF-8 byte, malformed JSON or a lone surrogate is reported with its line instead of a
+traceback.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 
 from dialogtune.errors import DataError
 from dialogtune.hub import go_offline_if_unreachable, hub_host
-from dialogtune.io import json_kind, parse_jsonl
+from dialogtune.io import decode_utf8, json_kind, parse_json, parse_jsonl, read_bytes_file
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -33,6 +32,9 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
 
 # Hub snapshots shard splits as `validation-00000-of-00001.parquet`.
 _SHARD = re.compile(r"^(?P<split>.+?)(?:-\d+-of-\d+)?$")
+
+# csv's default field limit (128 KiB) would call a long dialogue "malformed CSV".
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 @dataclass
@@ -133,25 +135,7 @@ def _quiet_hub_logs() -> Iterator[None]:
 
 
 def _decode(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        # Slow path, only on failure: find the line so the message can name it.
-        for lineno, raw in enumerate(data.split(b"\n"), 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                byte = raw[exc.start]
-                raise DataError(
-                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{byte:02x} at column {exc.start + 1}); "
-                    "save the file as UTF-8"
-                ) from None
-        raise  # unreachable: some line must fail if the whole file did
-    return text.removeprefix("\ufeff")  # a BOM would otherwise glue itself to the first key
+    return decode_utf8(path, read_bytes_file(path))
 
 
 def _read_json(path: Path) -> RowTable:
@@ -163,10 +147,7 @@ def _read_json(path: Path) -> RowTable:
 
 
 def _read_json_array(path: Path, text: str) -> RowTable:
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    items = parse_json(path, text)
     rows: list[tuple[str, dict[str, Any]]] = []
     for index, item in enumerate(items, 1):
         if not isinstance(item, dict):

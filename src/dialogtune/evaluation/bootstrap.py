@@ -23,10 +23,16 @@ from dialogtune.errors import ConfigError
 _MAX_DRAWS_PER_CHUNK = 4_000_000
 
 
+# More than any interval needs (the default is 1,000); beyond this, numpy's arrays overflow.
+MAX_RESAMPLES = 10_000_000
+
+
 def check_bootstrap_params(n_resamples: int, confidence: float) -> None:
     """Raise ConfigError for a resample count or confidence level the bootstrap cannot use."""
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
         raise ConfigError(f"n_resamples: expected a positive integer, got {n_resamples!r}")
+    if n_resamples > MAX_RESAMPLES:
+        raise ConfigError(f"n_resamples: expected at most {MAX_RESAMPLES:,}, got {n_resamples:,}")
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence: expected a number between 0 and 1, got {confidence!r}")
 

@@ -24,9 +24,12 @@ from typing import Any
 
 from dialogtune.data.records import Record
 from dialogtune.errors import DataError
-from dialogtune.io import parse_jsonl, write_jsonl
+from dialogtune.io import parse_jsonl, read_text_file, write_jsonl
 
 REFERENCE_COLUMNS: tuple[str, ...] = ("references", "reference", "summary", "human_baseline_summaries")
+
+# csv's default field limit (128 KiB) would call a long dialogue "malformed CSV".
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 PREDICTION_COLUMNS: tuple[str, ...] = ("prediction", "predictions", "generated_summary", "model_summary")
 # The notebook names one column per system: original_/instruct_/peft_model_summaries.
 PREDICTION_SUFFIXES: tuple[str, ...] = ("_model_summaries", "_model_summary", "_prediction", "_predictions")
@@ -277,21 +280,7 @@ def _references(
 
 
 def _read_text(path: str | os.PathLike[str]) -> str:
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{path}: no such file" if not file.exists() else f"{path}: not a file")
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        text = data.decode("utf-8-sig")  # -sig: tolerate the BOM Excel puts in front of CSVs
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DataError(
-            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
-        ) from exc
+    text = read_text_file(path)  # a BOM (Excel puts one in front of CSVs) is dropped
     if not text.strip():
         raise DataError(f"{path}: empty file, no rows to score")
     return text

@@ -28,7 +28,6 @@ from flags, an experiment from its ``evaluation:`` section, and the runner's sta
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,10 +36,12 @@ from typing import Any
 from dialogtune.config import apply_set, build, flatten, read_yaml_file
 from dialogtune.data.config import DataConfig
 from dialogtune.errors import ConfigError
+from dialogtune.evaluation.bootstrap import MAX_RESAMPLES
 from dialogtune.evaluation.rouge import RougeSettings
 from dialogtune.generation.settings import GenerationSettings
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
+from dialogtune.seeds import check_seed
 
 __all__ = [
     "EvaluationConfig",
@@ -73,8 +74,11 @@ class EvaluationSpec:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ... (not part of the numbers)"})
 
     def __post_init__(self) -> None:
-        if self.n_resamples < 1:
-            raise ConfigError(f"evaluation.n_resamples must be a positive integer, got {self.n_resamples}")
+        if not 1 <= self.n_resamples <= MAX_RESAMPLES:
+            raise ConfigError(
+                f"evaluation.n_resamples must be from 1 to {MAX_RESAMPLES:,}, got {self.n_resamples}"
+            )
+        check_seed("evaluation.seed", self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,8 +150,11 @@ class ReportSettings:
         for key in ("examples", "random_examples"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"report.{key} must be >= 0, got {getattr(self, key)}")
-        if self.n_resamples < 1:
-            raise ConfigError(f"report.n_resamples must be a positive integer, got {self.n_resamples}")
+        if not 1 <= self.n_resamples <= MAX_RESAMPLES:
+            raise ConfigError(
+                f"report.n_resamples must be from 1 to {MAX_RESAMPLES:,}, got {self.n_resamples}"
+            )
+        check_seed("report.seed", self.seed)
 
 
 @dataclass
@@ -190,7 +197,7 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     raw: dict[str, Any] = {}
     base_dir = Path(".")
     if path is not None:
-        raw = json.loads(json.dumps(read_yaml_file(path, "experiment file")))  # a copy --set may change
+        raw = read_yaml_file(path, "experiment file")
         base_dir = Path(path).resolve().parent
     for item in overrides or []:
         apply_set(raw, item)

@@ -6,6 +6,10 @@ which knows no model: strings in, scores out).
 
 Layout (DESIGN.md): ``config.yaml`` (resolved), ``metadata.json``,
 ``predictions/<split>.jsonl`` (per-example scores included), ``metrics/<split>.json``.
+
+The model is loaded here, or runs behind an OpenAI-compatible endpoint
+(:class:`~dialogtune.experiments.endpoint.EndpointModel`, ``evaluate --endpoint``): the same
+prompts, scores and files either way, with the endpoint recorded.
 """
 
 from __future__ import annotations
@@ -13,24 +17,25 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from dialogtune.config import parse_yaml
+from dialogtune.config import read_yaml
 from dialogtune.data.records import Record
 from dialogtune.data.sources import data_fingerprint
-from dialogtune.errors import ConfigError, DataError
+from dialogtune.errors import ConfigError, DataError, DialogtuneError
 from dialogtune.evaluation.metrics import compute_metrics
 from dialogtune.evaluation.predictions import prediction_row, write_predictions
 from dialogtune.experiments.config import EvaluationSpec
-from dialogtune.io import write_json
+from dialogtune.io import read_json_file, write_json
 from dialogtune.models.fingerprint import weights_fingerprint
 from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.params import count_parameters
 from dialogtune.ownership import claim_output_dir, mark, refuse_protected, remove_tree
 from dialogtune.predict import predict_records
 from dialogtune.runinfo import run_metadata, write_yaml
+
+if TYPE_CHECKING:
+    from dialogtune.experiments.endpoint import EndpointModel
 
 __all__ = ["EvaluationSpec", "evaluate_to_dir", "format_metrics"]
 
@@ -39,6 +44,7 @@ _IDENTITY = (
     "model",
     "adapter",
     "weights",
+    "endpoint",
     "data_fingerprint",
     "data",
     "generation",
@@ -49,9 +55,10 @@ _IDENTITY = (
 
 
 def _saved_config(out: Path) -> dict[str, Any]:
+    """The folder's saved evaluation config; unreadable counts as "another evaluation"."""
     try:
-        loaded = parse_yaml((out / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        loaded = read_yaml(out / "config.yaml")
+    except DialogtuneError:
         return {}
     return loaded if isinstance(loaded, dict) else {}
 
@@ -69,7 +76,7 @@ def _finished(out: Path, split: str) -> bool:
 
 
 def evaluate_to_dir(
-    loaded: LoadedModel,
+    loaded: LoadedModel | EndpointModel,
     records: list[Record],
     spec: EvaluationSpec,
     output_dir: str | Path,
@@ -82,8 +89,10 @@ def evaluate_to_dir(
     A folder that already holds this very evaluation (same weights, data and settings) is resumed
     when interrupted and reused when finished (``metrics["reused"]``). One holding an evaluation
     of another model, adapter, data or settings is refused unless ``overwrite``, which replaces
-    it. A folder holding anything else is always refused.
+    it. A folder holding anything else is always refused. For an endpoint, "the same weights"
+    means the same URL, model name and served adapter folder (``GET /models``).
     """
+    local = isinstance(loaded, LoadedModel)
     if not records:
         raise DataError("no records to evaluate (check --limit/--every/--sample)")
     missing = next((r for r in records if not r.references), None)
@@ -95,37 +104,48 @@ def evaluate_to_dir(
     config = {
         "model": loaded.spec.raw,
         "adapter": loaded.adapter,
-        "weights": weights_fingerprint(loaded),
+        "weights": weights_fingerprint(loaded) if local else None,
         "random_weights": loaded.spec.is_random,
         "data_fingerprint": fingerprint,
         **spec.identity(),  # data, generation, prompt, rouge, bootstrap
     }
+    if not local:  # the weights are the server's: the run is identified by where it ran
+        config["endpoint"] = loaded.identity()
     out, state = claim_output_dir(output_dir, "eval", overwrite=False, what="output folder")
     if state == "ours":
         saved = _saved_config(out)
         changed = _changed(saved, config)
         finished = _finished(out, split)
         if not changed and finished:  # the same weights, data and settings: nothing to redo
-            metrics = json.loads((out / "metrics" / f"{split}.json").read_text(encoding="utf-8"))
-            metrics["reused"] = True
-            return metrics
-        if changed and not overwrite:
+            try:
+                metrics = read_json_file(out / "metrics" / f"{split}.json", ConfigError)
+            except DialogtuneError:  # damaged: evaluate again (below), replacing it
+                changed = ["metrics (unreadable)"]
+            else:
+                metrics["reused"] = True
+                return metrics
+        if changed and not overwrite and changed != ["metrics (unreadable)"]:
             raise ConfigError(
                 f"{out} holds an evaluation of {saved.get('model')}"
                 + (f" + adapter {saved.get('adapter')}" if saved.get("adapter") else "")
                 + f" that differs in {', '.join(changed)}; choose another output folder or pass "
                 "--overwrite to replace it"
             )
-        if changed:  # and overwrite: replace it
+        if changed:  # overwrite (or a damaged finished run of ours): replace it
             refuse_protected(out)
             remove_tree(out)
     partial = out / "predictions" / f"{split}.jsonl.partial"
     out.mkdir(parents=True, exist_ok=True)
     mark(out, "eval")
     write_yaml(out / "config.yaml", config)
-    predictions, stats = predict_records(
-        loaded, records, spec.generation, spec.prompt, partial_path=partial, progress=progress
-    )
+    if local:
+        predictions, stats = predict_records(
+            loaded, records, spec.generation, spec.prompt, partial_path=partial, progress=progress
+        )
+    else:
+        predictions, stats = loaded.predict_records(
+            records, spec.generation, spec.prompt, partial_path=partial, progress=progress
+        )
     metrics, per_example = compute_metrics(
         predictions,
         [list(r.references) for r in records],
@@ -147,7 +167,7 @@ def evaluate_to_dir(
             started,
             model=loaded.describe(),
             weights_fingerprint=config["weights"],
-            parameters=count_parameters(loaded.model),
+            parameters=count_parameters(loaded.model) if local else None,
             data_fingerprint=fingerprint,
             generation_stats=stats,
         ),

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dialogtune.config import parse_yaml
+from dialogtune.config import read_yaml
 from dialogtune.data.records import Record
-from dialogtune.errors import DialogtuneError
+from dialogtune.errors import DataError, DialogtuneError
 from dialogtune.experiments.config import ExperimentConfig, ModelEntry, resolve_config_path
-from dialogtune.io import write_json
+from dialogtune.io import read_json_file, write_json
 from dialogtune.methods import get_method
 from dialogtune.ownership import claim_output_dir, mark, remove_tree
 from dialogtune.report.collect import EXPERIMENT_MANIFEST
@@ -57,11 +57,11 @@ def stage_key(payload: Any) -> str:
 
 
 def read_stage(stage_dir: Path) -> dict[str, Any]:
+    """The stage marker, or ``{}`` when there is none or it is unreadable (the stage then reruns)."""
     try:
-        loaded = json.loads((stage_dir / STAGE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_file(stage_dir / STAGE_FILE)
+    except DataError:
         return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def write_stage(stage_dir: Path, kind: str, key: str, config: Any) -> dict[str, Any]:
@@ -183,6 +183,21 @@ def _train_in_subprocess(config: Any, *, resume: bool, overwrite: bool, progress
         )
 
 
+def _saved_training_config(path: Path) -> Any:
+    """A stage's saved training config, with keys added to the config since filled with their
+    defaults: a finished run is still recognised after an upgrade that added settings."""
+    if not path.exists():
+        return None
+    raw = read_yaml(path, DataError)
+    from dialogtune.errors import ConfigError
+    from dialogtune.training.config import build_config
+
+    try:
+        return _normalised(build_config(raw).to_dict())
+    except ConfigError:  # made by another version in a way this one cannot read: not the same run
+        return _normalised(raw)
+
+
 def _train_stage(
     entry: ModelEntry,
     experiment: ExperimentConfig,
@@ -198,11 +213,7 @@ def _train_stage(
     key = stage_key({k: v for k, v in resolved.items() if k != "output_dir"})
     stage = read_stage(stage_dir)
     finished = (stage_dir / "metadata.json").is_file()
-    saved = (
-        _normalised(parse_yaml((stage_dir / "config.yaml").read_text(encoding="utf-8")))
-        if (stage_dir / "config.yaml").is_file()
-        else None
-    )
+    saved = _saved_training_config(stage_dir / "config.yaml")
     started = time.perf_counter()
     if not force and stage.get("key") == key and finished:
         log(f"[train {entry.name}] reused (stage key {key})")
@@ -357,7 +368,11 @@ def run_experiment(
                 log(f"warning: {entry.name}: {warning}")
             method = get_method(config.method)
             model, adapter = method.inference_inputs(config.model, outcome.path / method.weights_folder)
-            weights = {"train_key": outcome.key, "finished_ns": stage.get("finished_ns")}
+            # The trained files themselves name the weights: a retrained variant re-evaluates, an
+            # adopted or reused one (even under a newer config layout) does not.
+            from dialogtune.models.fingerprint import digest, folder_fingerprint
+
+            weights = {"files": digest(folder_fingerprint(adapter or model))}
         else:
             model = str(entry.model)
             weights = {"model": model}

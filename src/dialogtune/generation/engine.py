@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +33,9 @@ from transformers import (
 
 from dialogtune.generation.ragged import ATTENTION, RaggedCache
 from dialogtune.generation.settings import GenerationSettings
+from dialogtune.methods import method_of_model
+from dialogtune.models.kinds import kind_for_config
+from dialogtune.models.loaded import innermost
 
 # Model families whose attention is plain causal self-attention (no sliding window, no
 # soft-capping): what the ragged attention computes. Others use transformers' generate.
@@ -57,15 +59,17 @@ class Request:
 
 def supports(model: torch.nn.Module) -> bool:
     """Whether the ragged engine can run ``model`` (else: transformers' generate)."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    config = base.config
-    if getattr(config, "is_encoder_decoder", False) or config.model_type not in SUPPORTED_MODEL_TYPES:
+    config = innermost(model).config
+    if not kind_for_config(config).continuous_batching or config.model_type not in SUPPORTED_MODEL_TYPES:
         return False
     if getattr(config, "sliding_window", None) is not None or getattr(config, "attn_logit_softcapping", None):
         return False
-    if isinstance(model, PeftModel):  # prompt tuning adds virtual tokens the engine does not feed
-        config = model.peft_config[model.active_adapter]
-        return not getattr(config, "is_prompt_learning", False)
+    # Prompt tuning adds virtual tokens the engine does not feed; the method says so.
+    method = method_of_model(model)
+    if method is not None:
+        return not method.prepends_tokens
+    if isinstance(model, PeftModel):  # an adapter of no method dialogtune knows: PEFT's own flag
+        return not getattr(model.peft_config[model.active_adapter], "is_prompt_learning", False)
     return True
 
 
@@ -109,9 +113,8 @@ class RaggedEngine:
         self.stop_ids = {int(i) for i in stop_ids}
         self.slots = slots
         self.cache: RaggedCache | None = None
-        base = model.get_base_model() if isinstance(model, PeftModel) else model
-        self.config = base.config
-        self.per_row_adapters = per_row_adapters and isinstance(model, PeftModel)
+        self.config = innermost(model).config
+        self.per_row_adapters = per_row_adapters
         self.steps = 0  # decode steps run (for statistics)
 
     # ---- the loop -------------------------------------------------------------------------------
@@ -123,11 +126,13 @@ class RaggedEngine:
         on_token: Callable[[Request, int], None] | None = None,
         on_done: Callable[[Request], None] | None = None,
         admit: Callable[[], list[Request]] | None = None,
+        on_step: Callable[[list[Request]], None] | None = None,
     ) -> None:
-        """Complete every request (and those ``admit()`` returns between steps)."""
+        """Complete every request (and those ``admit()`` returns between steps); ``on_step(rows)``
+        after each decode step with the requests that took part."""
         waiting: deque[Request] = deque(requests)
         active: list[Request] = []
-        with self._ragged_attention(), torch.inference_mode():
+        with torch.inference_mode():
             while True:
                 if admit is not None:
                     waiting.extend(admit())
@@ -145,6 +150,8 @@ class RaggedEngine:
                         continue
                     return
                 self._decode(active, on_token)
+                if on_step is not None:
+                    on_step(active)
                 self._retire(active, on_done)
 
     @staticmethod
@@ -174,7 +181,7 @@ class RaggedEngine:
         prompt = torch.tensor([request.prompt], dtype=torch.long)
         rows = 2 if len(request.prompt) == 1 else 1  # never a one-row matrix product (see ragged.py)
         cache.begin_prefill(slot)
-        output = self.model(
+        output = self._forward(
             input_ids=prompt.expand(rows, -1),
             position_ids=torch.arange(prompt.shape[1]).expand(rows, -1),
             cache=cache,
@@ -193,7 +200,7 @@ class RaggedEngine:
         last = torch.tensor([[r.tokens[-1]] for r in batch], dtype=torch.long)
         positions = cache.lengths[rows].view(-1, 1).clone()
         lengths = cache.begin_decode(rows)
-        output = self.model(
+        output = self._forward(
             input_ids=last,
             position_ids=positions,
             cache=cache,
@@ -230,7 +237,7 @@ class RaggedEngine:
     # ---- plumbing -------------------------------------------------------------------------------
 
     def _adapters(self, batch: list[Request]) -> dict[str, Any]:
-        if not self.per_row_adapters:
+        if not self.per_row_adapters or not isinstance(self.model, PeftModel):
             return {}
         return {"adapter_names": [r.adapter or "__base__" for r in batch]}
 
@@ -260,12 +267,13 @@ class RaggedEngine:
         self.cache = grown
         return grown
 
-    @contextmanager
-    def _ragged_attention(self):
+    def _forward(self, **inputs: Any) -> Any:
+        """One forward pass with the ragged attention (only for it: whatever runs between steps, a
+        server's adapter load say, sees the model's own attention)."""
         config = self.config
         before = config._attn_implementation
         config._attn_implementation = ATTENTION
         try:
-            yield
+            return self.model(**inputs)
         finally:
             config._attn_implementation = before

@@ -89,7 +89,7 @@ def generate_ids(
     """:func:`generate` for prompts that are already token ids."""
     if adapter_names is not None and len(adapter_names) != len(encoded):
         raise ValueError(f"{len(adapter_names)} adapter names for {len(encoded)} prompts")
-    use_engine = settings.num_beams == 1 and engine.supports(loaded.model)
+    use_engine = settings.engine == "auto" and settings.num_beams == 1 and engine.supports(loaded.model)
     if not encoded:  # e.g. a resumed run whose every row was already done
         return GenerationResult([], 0.0, 0, 0, "ragged" if use_engine else "generate")
     order = list(range(len(encoded)))

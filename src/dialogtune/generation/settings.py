@@ -7,9 +7,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dialogtune.errors import ConfigError
+from dialogtune.seeds import check_seed
 
 # How a model computes (resolved by dialogtune.models.precision; listed here, torch-free, for configs).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENGINES = ("auto", "generate")
+MAX_BEAMS = 256  # wider than any decoding uses; each beam costs a copy of the generation state
+_MAX_INT = 2**31 - 1
+_INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", "max_dialogue_tokens")
 
 
 @dataclass
@@ -35,6 +40,13 @@ class GenerationSettings:
     )
     sort_by_length: bool = field(default=True, metadata={"help": "start the longest prompts first"})
     seed: int = field(default=0, metadata={"help": "seed for sampling"})
+    engine: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (continuous batching for decoder-only models, outputs independent of the batch) "
+            "or generate (transformers' generate in static batches, the reference implementation)"
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={
@@ -54,13 +66,18 @@ class GenerationSettings:
             "no_repeat_ngram_size": self.no_repeat_ngram_size >= 0,
             "batch_size": self.batch_size >= 1,
             "max_dialogue_tokens": self.max_dialogue_tokens is None or self.max_dialogue_tokens >= 1,
-            "seed": 0 <= self.seed < 2**32,
             "precision": self.precision in PRECISIONS,
+            "engine": self.engine in ENGINES,
         }
+        # Beyond these, torch's integer arguments overflow (a traceback), or memory runs out first.
+        checks["num_beams"] = checks["num_beams"] and self.num_beams <= MAX_BEAMS
+        for key in _INT_FIELDS:
+            checks[key] = checks[key] and (getattr(self, key) or 0) <= _MAX_INT
         for key, ok in checks.items():
             value = getattr(self, key)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise ConfigError(f"generation.{key} has an invalid value: {value!r}")
+        check_seed("generation.seed", self.seed)
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for transformers' ``generate``."""

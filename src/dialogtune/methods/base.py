@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from dialogtune.errors import ConfigError
+from dialogtune.errors import ConfigError, ModelSpecError
 
 if TYPE_CHECKING:
     import torch
@@ -50,14 +50,28 @@ class Method(Protocol):
     def check(self, settings: Any, kind: ModelKind, model_type: str) -> None: ...
 
     def apply(
-        self, model: torch.nn.Module, settings: Any, kind: ModelKind, *, tokenizer: Any = None
+        self,
+        model: torch.nn.Module,
+        settings: Any = None,
+        kind: ModelKind | None = None,
+        *,
+        tokenizer: Any = None,
     ) -> torch.nn.Module: ...
 
     def describe(self, settings: Any, model_type: str) -> dict[str, Any]: ...
 
     def recognises(self, adapter_config: dict[str, Any]) -> bool: ...
 
+    def check_adapter_config(self, adapter_config: dict[str, Any], path: Path) -> None: ...
+
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+
+def model_kind(model: torch.nn.Module) -> ModelKind:
+    """Seq2seq or causal, from the model's own config (when a caller does not pass the kind)."""
+    from dialogtune.models.kinds import kind_for_config
+
+    return kind_for_config(model.config)
 
 
 def default_settings(method: Method) -> Any:
@@ -85,6 +99,12 @@ def split_modules(value: list[str] | str | None, key: str) -> list[str] | str | 
         if not value:
             raise ConfigError(f"{key} must name at least one module")
     return value
+
+
+def check_target_modules(adapter_config: dict[str, Any], path: Path) -> None:
+    targets = adapter_config.get("target_modules")
+    if targets is not None and not isinstance(targets, (str, list)):
+        raise ModelSpecError(f"{path}: target_modules must be a list of names or a string, got {targets!r}")
 
 
 # ---- what every method shares: counting, saving, loading -----------------------------------
@@ -163,17 +183,38 @@ class AdapterMethod:
     def recognises(self, adapter_config: dict[str, Any]) -> bool:
         return adapter_config.get("peft_type") == self.peft_type
 
+    def check_adapter_config(self, adapter_config: dict[str, Any], path: Path) -> None:
+        """A one-line :class:`ModelSpecError` for values PEFT would fail on with a traceback, and
+        for keys its config class does not have (PEFT would drop them with a warning)."""
+        import peft
+
+        fields = {f.name for f in dataclasses.fields(peft.PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_type])}
+        unknown = sorted(str(key) for key in adapter_config if key not in fields)
+        if unknown:
+            listed = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise ModelSpecError(
+                f"{path}: keys that a {self.peft_type} adapter config does not have: {listed} "
+                f"(written for another method, or by a newer PEFT than {peft.__version__})"
+            )
+        check_target_modules(adapter_config, path)
+
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Called on a model this method's adapter was just applied to or loaded onto."""
         return model
 
     def apply(
-        self, model: torch.nn.Module, settings: Any, kind: ModelKind, *, tokenizer: Any = None
+        self,
+        model: torch.nn.Module,
+        settings: Any = None,
+        kind: ModelKind | None = None,
+        *,
+        tokenizer: Any = None,
     ) -> torch.nn.Module:
         """``model`` wrapped with fresh, trainable adapter weights; the base is frozen."""
         from peft import get_peft_model
 
         settings = settings if settings is not None else default_settings(self)
+        kind = kind if kind is not None else model_kind(model)
         model_type = model.config.model_type
         self.check(settings, kind, model_type)
         config = self.peft_config(settings, kind, model_type, tokenizer)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dialogtune.methods.base import KINDS, check_kind, count_trainable, save_folder
+from dialogtune.errors import ModelSpecError
+from dialogtune.methods.base import KINDS, check_kind, count_trainable, model_kind, save_folder
 
 if TYPE_CHECKING:
     import torch
@@ -40,9 +41,14 @@ class FullMethod:
         check_kind(self, kind)
 
     def apply(
-        self, model: torch.nn.Module, settings: Any, kind: ModelKind, *, tokenizer: Any = None
+        self,
+        model: torch.nn.Module,
+        settings: Any = None,
+        kind: ModelKind | None = None,
+        *,
+        tokenizer: Any = None,
     ) -> torch.nn.Module:
-        self.check(settings, kind, model.config.model_type)
+        self.check(settings, kind if kind is not None else model_kind(model), model.config.model_type)
         model.requires_grad_(True)
         return model
 
@@ -51,6 +57,9 @@ class FullMethod:
 
     def recognises(self, adapter_config: dict[str, Any]) -> bool:
         return False  # never an adapter
+
+    def check_adapter_config(self, adapter_config: dict[str, Any], path: Path) -> None:
+        raise ModelSpecError(f"{path}: full fine-tuning saves a whole model, not an adapter")
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model

@@ -8,9 +8,11 @@ size steady as the rank grows. Merging folds W + B·A·scale into the base weigh
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from numbers import Real
+from pathlib import Path
 from typing import Any, ClassVar
 
-from dialogtune.errors import ConfigError
+from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.methods.base import AdapterMethod, split_modules
 
 # Defaults per family: the notebook's q,v for T5; attention + MLP projections for the
@@ -88,6 +90,15 @@ class LoraMethod(AdapterMethod):
 
     def describe(self, settings: LoraSettings, model_type: str) -> dict[str, Any]:
         return {**settings.to_dict(), "target_modules": settings.resolved_targets(model_type)}
+
+    def check_adapter_config(self, adapter_config: dict[str, Any], path: Path) -> None:
+        rank = adapter_config.get("r")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ModelSpecError(f"{path}: r must be a positive integer, got {rank!r}")
+        alpha = adapter_config.get("lora_alpha")
+        if isinstance(alpha, bool) or not isinstance(alpha, Real):
+            raise ModelSpecError(f"{path}: lora_alpha must be a number, got {alpha!r}")
+        super().check_adapter_config(adapter_config, path)
 
     def recognises(self, adapter_config: dict[str, Any]) -> bool:
         return (

@@ -15,9 +15,10 @@ from __future__ import annotations
 import inspect
 import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
-from dialogtune.errors import ConfigError
+from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.methods.base import AdapterMethod
 
 INITS = {"text": "TEXT", "sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
@@ -68,7 +69,7 @@ class PromptTuningMethod(AdapterMethod):
             tokenizer_name_or_path=tokenizer if text else None,  # a folder (see apply)
         )
 
-    def apply(self, model: Any, settings: Any, kind: Any, *, tokenizer: Any = None) -> Any:
+    def apply(self, model: Any, settings: Any = None, kind: Any = None, *, tokenizer: Any = None) -> Any:
         settings = settings if settings is not None else PromptTuningSettings()
         if settings.init != "text":
             return self.prepare_model(super().apply(model, settings, kind))
@@ -87,6 +88,12 @@ class PromptTuningMethod(AdapterMethod):
         config.prompt_tuning_init_text = None
         config.tokenizer_name_or_path = None
         return self.prepare_model(wrapped)
+
+    def check_adapter_config(self, adapter_config: dict[str, Any], path: Path) -> None:
+        tokens = adapter_config.get("num_virtual_tokens")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise ModelSpecError(f"{path}: num_virtual_tokens must be a positive integer, got {tokens!r}")
+        super().check_adapter_config(adapter_config, path)
 
     def prepare_model(self, model: Any) -> Any:
         """Make PEFT's ``generate`` use the KV cache correctly (see :func:`cache_name_bridge`)."""

@@ -8,11 +8,11 @@ inference loading (which method made this adapter?) and the report.
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
-from dialogtune.errors import ConfigError
+from dialogtune.errors import ConfigError, DialogtuneError
+from dialogtune.io import read_json_file
 from dialogtune.methods.base import Method
 
 # Modules under dialogtune.methods, each defining METHOD. A new method: its module and its name here.
@@ -88,10 +88,10 @@ def method_for_adapter_config(adapter_config: dict[str, Any]) -> Method | None:
 def method_of_adapter(folder: str | Path) -> Method | None:
     """The method that made the adapter in ``folder`` (``None``: not one dialogtune knows)."""
     try:
-        config = json.loads(Path(folder, "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_json_file(Path(folder, "adapter_config.json"))
+    except DialogtuneError:  # missing, unreadable or not JSON: not an adapter we can name
         return None
-    return method_for_adapter_config(config) if isinstance(config, dict) else None
+    return method_for_adapter_config(config)
 
 
 def method_of_model(model: Any) -> Method | None:

@@ -4,11 +4,17 @@ PEFT's adapter folder is the hand-off between train, evaluate and serve. We add 
 small ``dialogtune_base.json`` recording the base model's architecture, so that an
 adapter made for another base is caught with a clear message instead of a shape
 error deep inside PEFT (or, worse, silently loading onto a same-shaped model).
+
+Every file of the folder is checked (:mod:`dialogtune.models.files`): JSON that parses, an
+``adapter_config.json`` of a method dialogtune knows (checked by the method), a complete safetensors file whose tensors are exactly the ones
+that config describes. PEFT itself would load a cut-off config with a traceback and a
+weights file of another adapter with a warning, leaving its layers at their initial values.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +22,9 @@ from peft import PeftModel
 from transformers import PreTrainedModel
 
 from dialogtune.errors import ModelSpecError
-from dialogtune.methods import method_of_model
+from dialogtune.io import read_json_file
+from dialogtune.methods import method_for_adapter_config, method_names, method_of_model
+from dialogtune.models.files import check_safetensors, loading
 from dialogtune.models.loaded import LoadedModel, innermost
 
 BASE_FILE = "dialogtune_base.json"
@@ -59,9 +67,12 @@ def check_adapter(adapter_dir: str | Path, model: PreTrainedModel) -> dict[str, 
         raise ModelSpecError(
             f"{adapter_dir} has no adapter_model.safetensors (pickled adapters are not loaded)"
         )
+    check_adapter_config(folder / "adapter_config.json")
     info_path = folder / BASE_FILE
-    info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info: dict[str, Any] = read_json_file(info_path, ModelSpecError) if info_path.exists() else {}
     expected = info.get("signature")
+    if expected is not None and not isinstance(expected, dict):
+        raise ModelSpecError(f"{info_path}: 'signature' must be an object, got {type(expected).__name__}")
     actual = base_signature(innermost(model))
     if expected is not None and expected != actual:
         raise ModelSpecError(
@@ -72,22 +83,66 @@ def check_adapter(adapter_dir: str | Path, model: PreTrainedModel) -> dict[str, 
     return info
 
 
+def check_adapter_config(path: Path) -> dict[str, Any]:
+    """Read a PEFT ``adapter_config.json``; it must be an adapter of a method dialogtune knows,
+    whose own checks it passes (LoRA: a positive rank, a numeric alpha)."""
+    config = read_json_file(path, ModelSpecError)
+    method = method_for_adapter_config(config)
+    if method is None:
+        adapters = [m for m in method_names() if m != "full"]
+        raise ModelSpecError(
+            f"{path}: peft_type is {config.get('peft_type')!r}; dialogtune loads adapters of its methods "
+            f"({', '.join(adapters)}) only"
+        )
+    method.check_adapter_config(config, path)
+    return config
+
+
+def _check_loaded_weights(adapter_dir: str | Path, model: PeftModel, name: str) -> None:
+    """The weights file must hold exactly the tensors PEFT would save for this adapter.
+
+    PEFT only warns about missing keys and leaves those weights at their initial values
+    (LoRA's B = 0: the adapter silently does nothing there).
+    """
+    from peft.utils import get_peft_model_state_dict
+
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    expected = set(get_peft_model_state_dict(model, adapter_name=name))
+    found = set(check_safetensors(path))
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise ModelSpecError(
+            f"{path} does not match its adapter_config.json: {len(missing)} adapter weights missing, "
+            f"{len(unexpected)} unexpected (e.g. {example})"
+        )
+
+
 def attach_adapter(
     loaded: LoadedModel, adapter_dir: str | Path, *, trainable: bool = False, name: str = "default"
 ) -> None:
     """Load a PEFT adapter onto ``loaded.model`` (frozen unless ``trainable``), in place."""
     check_adapter(adapter_dir, loaded.model)
-    try:
+    # The weights file last: a caller such as the server refuses by the config first.
+    check_safetensors(Path(adapter_dir) / "adapter_model.safetensors")
+    had_adapters = isinstance(loaded.model, PeftModel)
+    with loading(f"adapter {adapter_dir} onto this base model"), warnings.catch_warnings():
+        # Reported as one clear error by _check_loaded_weights, not as PEFT's list of keys.
+        warnings.filterwarnings("ignore", message="Found missing adapter keys")
         if isinstance(loaded.model, PeftModel):
             loaded.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=trainable)
         else:
             loaded.model = PeftModel.from_pretrained(
                 loaded.model, str(adapter_dir), adapter_name=name, is_trainable=trainable
             )
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise ModelSpecError(
-            f"adapter {adapter_dir} does not fit this base model: {str(exc).splitlines()[0][:200]}"
-        ) from exc
+    try:
+        _check_loaded_weights(adapter_dir, loaded.model, name)
+    except ModelSpecError:  # leave the model as it was: a server keeps serving its other adapters
+        if had_adapters:
+            loaded.model.delete_adapter(name)
+        else:
+            loaded.model = loaded.model.unload()
+        raise
     if not trainable:
         # PEFT freezes LoRA-style layers of a frozen adapter, but leaves a prompt encoder's
         # embeddings trainable; a model for inference trains nothing.

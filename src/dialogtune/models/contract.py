@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dialogtune.config import parse_yaml
-from dialogtune.errors import ModelSpecError
+from dialogtune.config import read_yaml
+from dialogtune.errors import DataError, DialogtuneError, ModelSpecError
+from dialogtune.io import read_json_file
 from dialogtune.prompts import PromptTemplate
 
 CONTRACT_FILE = "dialogtune_inference.json"
@@ -37,6 +36,17 @@ class InferenceContract:
     base_model: str | None = None
     method: str | None = None
     source: str = "contract"  # or "legacy" (read from the training run's config.yaml)
+
+    def __post_init__(self) -> None:
+        for key in ("max_dialogue_tokens", "max_target_tokens"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ModelSpecError(
+                    f"inference contract: {key} must be a positive integer or null, got {value!r}"
+                )
+        for key in ("base_model", "method"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise ModelSpecError(f"inference contract: {key} must be text, got {getattr(self, key)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,9 +67,11 @@ def read_contract(folder: str | Path | None) -> InferenceContract | None:
     if folder is None:
         return None
     path = Path(folder) / CONTRACT_FILE
-    if path.is_file():
+    if path.exists():
+        raw = read_json_file(path, ModelSpecError)  # malformed, not UTF-8, nested, ...: one line
+        if not isinstance(raw.get("prompt") or {}, dict):
+            raise ModelSpecError(f"{path}: unreadable inference contract (prompt must be an object)")
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
             return InferenceContract(
                 prompt=PromptTemplate.from_dict(raw.get("prompt") or {}),
                 max_dialogue_tokens=raw.get("max_dialogue_tokens"),
@@ -67,7 +79,7 @@ def read_contract(folder: str | Path | None) -> InferenceContract | None:
                 base_model=raw.get("base_model"),
                 method=raw.get("method"),
             )
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        except (DialogtuneError, ValueError, TypeError, AttributeError) as exc:
             raise ModelSpecError(f"{path}: unreadable inference contract ({exc})") from None
     return _legacy(Path(folder))
 
@@ -78,27 +90,26 @@ def _legacy(folder: Path) -> InferenceContract | None:
     if folder.name not in ("adapter", "model") or not config_path.is_file():
         return None
     try:
-        config = parse_yaml(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = read_yaml(config_path, DataError)
+    except DataError:
         return None
     if not isinstance(config, dict) or "method" not in config:
         return None
-    prompt = dict(config.get("prompt") or {})
-    if prompt.get("system") is None:
-        prompt["keep_default_system"] = True  # what a null system meant then
     data = config.get("data") or {}
     try:
-        template = PromptTemplate.from_dict(prompt)
+        prompt = dict(config.get("prompt") or {})
+        if prompt.get("system") is None:
+            prompt["keep_default_system"] = True  # what a null system meant then
+        return InferenceContract(
+            prompt=PromptTemplate.from_dict(prompt),
+            max_dialogue_tokens=data.get("max_dialogue_tokens"),
+            max_target_tokens=data.get("max_target_tokens"),
+            base_model=config.get("model"),
+            method=config.get("method"),
+            source="legacy",
+        )
     except Exception:  # an old config we cannot read is no contract at all
         return None
-    return InferenceContract(
-        prompt=template,
-        max_dialogue_tokens=data.get("max_dialogue_tokens"),
-        max_target_tokens=data.get("max_target_tokens"),
-        base_model=config.get("model"),
-        method=config.get("method"),
-        source="legacy",
-    )
 
 
 def contract_for(model: str, adapter: str | None) -> InferenceContract | None:

@@ -4,12 +4,14 @@
 here too, where callers have always found it.
 
 Safety defaults: ``trust_remote_code=False`` always, and only safetensors or GGUF
-weights (``use_safetensors=True``): a pickled ``pytorch_model.bin`` is refused.
+weights (``use_safetensors=True``): a pickled ``pytorch_model.bin`` is refused. Every file
+is checked on the way (:mod:`dialogtune.models.files`): a corrupt or mismatched one is a
+one-line :class:`ModelSpecError` naming it, and the tokenizer loads before the weights so
+that a broken one fails in a second, not after the weights.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -26,8 +28,16 @@ from transformers import (
 
 from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.hub import go_offline_if_unreachable, hub_host
-from dialogtune.io import atomic_dir
+from dialogtune.io import atomic_dir, read_json_file
 from dialogtune.models.adapters import attach_adapter
+from dialogtune.models.files import (
+    check_chat_template,
+    check_loading_info,
+    check_model_dir,
+    check_token_ids,
+    first_line,
+    loading,
+)
 from dialogtune.models.kinds import kind_for_config
 from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.precision import DTYPES, resolve_precision
@@ -84,13 +94,19 @@ def untie_lm_head(model: PreTrainedModel) -> None:
         tied.pop("lm_head.weight", None)
 
 
+def random_config(spec: ModelSpec) -> Any:
+    """The transformers config of a ``random:`` spec: a built-in name or a config.json file."""
+    if spec.location in RANDOM_CONFIGS:
+        return build_config(spec.location)
+    read_json_file(spec.location, ModelSpecError)  # malformed JSON: one line naming the file
+    with loading(f"a config from {spec.location}"):
+        return AutoConfig.from_pretrained(spec.location, trust_remote_code=False)
+
+
 def _build_random(
     spec: ModelSpec, seed: int = 0, empty: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    if spec.location in RANDOM_CONFIGS:
-        config = build_config(spec.location)
-    else:
-        config = AutoConfig.from_pretrained(spec.location, trust_remote_code=False)
+    config = random_config(spec)
     torch.manual_seed(seed)  # random weights, but the same ones every time
     if empty:  # shapes only (parameter counts): no memory, no init time
         with torch.device("meta"):
@@ -116,10 +132,16 @@ def _load_gguf(spec: ModelSpec, torch_dtype: torch.dtype) -> tuple[PreTrainedMod
     gguf = Path(spec.location)
     cached = _embedded_cache_path(spec) if spec.source == "embedded" else None
     if cached is not None and (cached / "config.json").is_file():
-        return _load_dir(str(cached), torch_dtype)
+        try:
+            return _load_dir(str(cached), torch_dtype)
+        except ModelSpecError as exc:  # a damaged cache costs one conversion, not an error
+            log.warning("converting again: the cached copy is unusable (%s)", exc)
     log.info("de-quantising %s (first load only)", gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = _gguf_tokenizer(gguf)
+    with loading(f"GGUF file {gguf} (cut off, or not a model transformers can read)"):
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     _forget_gguf_quantization(model)
     if cached is not None:
         try:
@@ -129,6 +151,15 @@ def _load_gguf(spec: ModelSpec, torch_dtype: torch.dtype) -> tuple[PreTrainedMod
         except OSError as exc:  # a read-only cache only costs time
             log.warning("could not cache converted model: %s", exc)
     return model.to(torch_dtype), tokenizer
+
+
+def _gguf_tokenizer(gguf: Path) -> PreTrainedTokenizerBase:
+    # A file that is not GGUF, or is cut off, fails here first: gguf's reader raises
+    # ValueError/IndexError/struct.error, the tokenizer conversion anything.
+    with loading(f"GGUF file {gguf} (cut off, or not a GGUF model file)", any_error=True):
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    check_chat_template(tokenizer, str(gguf))
+    return tokenizer
 
 
 def _forget_gguf_quantization(model: PreTrainedModel) -> None:
@@ -142,24 +173,36 @@ def _forget_gguf_quantization(model: PreTrainedModel) -> None:
 
 
 def _load_dir(location: str, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    config = AutoConfig.from_pretrained(location, trust_remote_code=False)
-    try:
-        model = _auto_class(config).from_pretrained(
-            location, dtype=torch_dtype, trust_remote_code=False, use_safetensors=True
+    """A transformers model folder or hub id: config, then tokenizer, then weights (all checked)."""
+    if Path(location).is_dir():
+        check_model_dir(Path(location))
+    with loading(f"the config of {location}"):
+        config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    tokenizer = _dir_tokenizer(location)
+    with loading(f"model weights from {location}"):
+        model, info = _auto_class(config).from_pretrained(
+            location,
+            dtype=torch_dtype,
+            trust_remote_code=False,
+            use_safetensors=True,
+            output_loading_info=True,
         )
-    except OSError as exc:
-        raise ModelSpecError(
-            f"cannot load model weights from {location}: {str(exc).splitlines()[0]}"
-        ) from exc
-    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+    check_loading_info(location, info)
     return model, tokenizer
+
+
+def _dir_tokenizer(location: str) -> PreTrainedTokenizerBase:
+    with loading(f"the tokenizer of {location}", any_error=True):
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+    check_chat_template(tokenizer, location)
+    return tokenizer
 
 
 def _peek_model_type(spec: ModelSpec) -> str:
     if spec.source == "random" and spec.location in RANDOM_CONFIGS:
         return str(RANDOM_CONFIGS[spec.location]["kind"])
     if spec.source == "dir":
-        return str(json.loads((Path(spec.location) / "config.json").read_text()).get("model_type", ""))
+        return str(read_json_file(Path(spec.location) / "config.json", ModelSpecError).get("model_type", ""))
     return spec.location.lower()  # hub ids like google/flan-t5-base carry the family name
 
 
@@ -192,6 +235,8 @@ def load_model(
     else:
         model, tokenizer = _load_hub(spec, torch_dtype)
     _ensure_pad_token(tokenizer, model)
+    embeddings = model.get_input_embeddings()
+    check_token_ids(f"{spec.raw}: generation config", model.generation_config, embeddings.num_embeddings)
     kind = kind_for_config(model.config)
     tokenizer.padding_side = kind.padding_side
     model.to(target)
@@ -206,18 +251,19 @@ def _load_hub(spec: ModelSpec, torch_dtype: torch.dtype) -> tuple[PreTrainedMode
     offline = go_offline_if_unreachable()
     try:
         return _load_dir(spec.location, torch_dtype)
-    except ModelSpecError:
-        raise
-    except (OSError, ValueError) as exc:
+    except ModelSpecError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, (OSError, ValueError)):
+            raise
         if offline:
             raise ModelSpecError(
                 f"cannot load '{spec.location}': the hub ({hub_host()}) is unreachable and it is not in the "
                 "local Hugging Face cache; use a local directory, a .gguf file or smollm2-135m-instruct"
-            ) from exc
+            ) from cause
         raise ModelSpecError(
-            f"cannot load '{spec.location}' from the hub ({str(exc).splitlines()[0][:160]}); "
+            f"cannot load '{spec.location}' from the hub ({first_line(cause)[:160]}); "
             "offline, use a local directory, a .gguf file or smollm2-135m-instruct"
-        ) from exc
+        ) from cause
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
@@ -233,21 +279,22 @@ def load_tokenizer(spec: str | ModelSpec) -> PreTrainedTokenizerBase:
     """Only the tokenizer (for ``data inspect``); builds/loads the model only when needed."""
     spec = resolve_spec(spec) if isinstance(spec, str) else spec
     if spec.source == "random":
-        config = (
-            build_config(spec.location)
-            if spec.location in RANDOM_CONFIGS
-            else AutoConfig.from_pretrained(spec.location, trust_remote_code=False)
-        )
-        return byte_tokenizer(append_eos=kind_for_config(config).appends_eos)
-    if spec.source == "embedded" and (_embedded_cache_path(spec) / "config.json").is_file():
-        return AutoTokenizer.from_pretrained(str(_embedded_cache_path(spec)))
+        return byte_tokenizer(append_eos=kind_for_config(random_config(spec)).appends_eos)
+    cached = _embedded_cache_path(spec) if spec.source == "embedded" else None
+    if cached is not None and (cached / "config.json").is_file():
+        try:
+            check_model_dir(cached)
+            return _dir_tokenizer(str(cached))
+        except ModelSpecError as exc:  # a damaged cache: the GGUF file still has the tokenizer
+            log.warning("reading the tokenizer from the GGUF file: the cached copy is unusable (%s)", exc)
     if spec.source in ("gguf", "embedded"):
-        path = Path(spec.location)
-        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    go_offline_if_unreachable()
+        return _gguf_tokenizer(Path(spec.location))
+    if spec.source == "dir":
+        check_model_dir(Path(spec.location))
+    else:
+        go_offline_if_unreachable()
     try:
-        return AutoTokenizer.from_pretrained(spec.location, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise ModelSpecError(
-            f"cannot load tokenizer for '{spec.raw}': {str(exc).splitlines()[0][:160]}"
-        ) from exc
+        return _dir_tokenizer(spec.location)
+    except ModelSpecError as exc:
+        cause = exc.__cause__ or exc
+        raise ModelSpecError(f"cannot load tokenizer for '{spec.raw}': {first_line(cause)[:160]}") from cause

@@ -35,6 +35,7 @@ from dialogtune.report.tables import (
     quantitative_tables,
     rouge_types_of,
 )
+from dialogtune.seeds import check_seed
 
 # Run-dependent numbers that are not settings: excluded when checking runs used the same settings.
 _GENERATION_STATS = {
@@ -58,6 +59,9 @@ class ReportOptions:
     plot_metric: str = "rouge1"
     title: str = "dialogtune comparison report"
     review: str | Path | None = None  # a `dialogtune review` database: adds the "Blind review" section
+
+    def __post_init__(self) -> None:
+        check_seed("report seed", self.seed)
 
 
 def _same(values: Sequence[Any]) -> bool:

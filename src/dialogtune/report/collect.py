@@ -5,7 +5,10 @@ holds ``config.yaml``, ``metadata.json``, ``metrics/<split>.json`` and ``predict
 A trained model's costs live in its *training* run directory (``dialogtune train``), which we find
 from the evaluation config: the parent of its ``adapter`` folder, or of the ``model/`` folder it
 loaded. Everything optional is optional: a zero-shot baseline has no training run, an older run may
-lack a key; missing values become ``None`` and the report prints a dash.
+lack a key; missing values become ``None`` and the report prints a dash. What is present must
+be what it claims: a file that does not parse, or a value of the wrong type where the report
+computes with it (a mean that is text, scores that are not numbers), is a one-line
+:class:`DataError` naming the file and key, not a traceback halfway through writing the report.
 
 An *experiment* directory (``dialogtune run``) holds ``experiment.json`` listing its evaluation
 stages in order; passing it to the report expands to those runs with their names.
@@ -13,29 +16,28 @@ stages in order; passing it to the report expands to those runs with their names
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from dialogtune.config import parse_yaml
+from dialogtune.config import read_yaml
 from dialogtune.errors import DataError
+from dialogtune.io import json_kind, read_json_file
+from dialogtune.report.checks import (
+    CONFIG_TYPES,
+    METADATA_TYPES,
+    TRAIN_CONFIG_TYPES,
+    TRAIN_METADATA_TYPES,
+    check_metrics,
+    check_prediction_rows,
+    check_types,
+    lookup,
+)
 
 EXPERIMENT_MANIFEST = "experiment.json"
 _SPLIT_PREFERENCE = ("test", "validation")
-
-
-def lookup(mapping: Any, *paths: str) -> Any:
-    """The first non-None value among dotted ``paths`` (``"parameters.trainable"``) in ``mapping``."""
-    for path in paths:
-        node = mapping
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            return node
-    return None
 
 
 def same_example(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -48,20 +50,18 @@ def same_example(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    """A YAML mapping, or ``{}`` when the file is absent; anything unreadable is a DataError."""
+    if not path.exists():
         return {}
-    loaded = parse_yaml(path.read_text(encoding="utf-8"))
-    return loaded if isinstance(loaded, dict) else {}
+    loaded = read_yaml(path, DataError)
+    if loaded is not None and not isinstance(loaded, dict):
+        raise DataError(f"{path}: expected a mapping of keys, got {json_kind(loaded)}")
+    return loaded or {}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    return loaded if isinstance(loaded, dict) else {}
+    """A JSON object, or ``{}`` when the file is absent; anything unreadable is a DataError."""
+    return read_json_file(path) if path.exists() else {}
 
 
 def dir_size_bytes(path: Path) -> int:
@@ -213,14 +213,15 @@ def find_training_run(run_dir: Path, config: dict[str, Any]) -> TrainingInfo | N
         if weights is None or not weights.is_dir():
             continue
         train_dir = weights.parent
-        train_config = _read_yaml(train_dir / "config.yaml")
+        try:
+            train_config = _read_yaml(train_dir / "config.yaml")
+        except DataError:  # the folder above some weights need not be ours at all
+            continue
         if "method" in train_config:  # a training run, not any folder that happens to hold weights
-            return TrainingInfo(
-                path=train_dir,
-                config=train_config,
-                metadata=_read_json(train_dir / "metadata.json"),
-                weights_dir=weights,
-            )
+            check_types(train_dir / "config.yaml", train_config, TRAIN_CONFIG_TYPES)
+            metadata = _read_json(train_dir / "metadata.json")
+            check_types(train_dir / "metadata.json", metadata, TRAIN_METADATA_TYPES)
+            return TrainingInfo(path=train_dir, config=train_config, metadata=metadata, weights_dir=weights)
     return None
 
 
@@ -236,14 +237,22 @@ def load_run(run_dir: str | Path, name: str | None = None, split: str | None = N
     from dialogtune.evaluation.predictions import read_predictions
 
     config = _read_yaml(path / "config.yaml")
+    check_types(path / "config.yaml", config, CONFIG_TYPES)
+    metadata = _read_json(path / "metadata.json")
+    check_types(path / "metadata.json", metadata, METADATA_TYPES)
+    metrics_file = path / "metrics" / f"{chosen}.json"
+    metrics = _read_json(metrics_file)
+    check_metrics(metrics_file, metrics)
+    predictions = read_predictions(predictions_file)
+    check_prediction_rows(predictions_file, predictions)
     return RunSummary(
         name=name or path.resolve().name,
         path=path,
         split=chosen,
         config=config,
-        metadata=_read_json(path / "metadata.json"),
-        metrics=_read_json(path / "metrics" / f"{chosen}.json"),
-        predictions=read_predictions(predictions_file),
+        metadata=metadata,
+        metrics=metrics,
+        predictions=predictions,
         training=find_training_run(path, config),
     )
 
@@ -254,10 +263,18 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[tuple[Path, str | None]
     for entry in paths:
         path = Path(entry)
         manifest = _read_json(path / EXPERIMENT_MANIFEST)
-        if manifest.get("runs"):
-            expanded.extend((path / run["path"], run.get("name")) for run in manifest["runs"])
-        else:
+        runs = manifest.get("runs")
+        if not runs:
             expanded.append((path, None))
+            continue
+        if not isinstance(runs, list) or not all(
+            isinstance(run, dict)
+            and isinstance(run.get("path"), str)
+            and isinstance(run.get("name"), (str, type(None)))
+            for run in runs
+        ):
+            raise DataError(f"{path / EXPERIMENT_MANIFEST}: 'runs' must be a list of {{name, path}} objects")
+        expanded.extend((path / run["path"], run.get("name")) for run in runs)
     return expanded
 
 

@@ -10,8 +10,22 @@ always render).
 
 from __future__ import annotations
 
-from dialogtune.serving.app import create_app
+from typing import Any
+
 from dialogtune.serving.config import TOKEN_ENV, ServingConfig
-from dialogtune.serving.registry import AdapterRegistry
 
 __all__ = ["TOKEN_ENV", "AdapterRegistry", "ServingConfig", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # The app and the registry import torch and FastAPI: loaded on first use, so that the
+    # config (and `dialogtune serve --help`) stays light.
+    if name == "create_app":
+        from dialogtune.serving.app import create_app
+
+        return create_app
+    if name == "AdapterRegistry":
+        from dialogtune.serving.registry import AdapterRegistry
+
+        return AdapterRegistry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,8 @@ micro-batcher) and ``encode_response``. Routes only wire these to HTTP.
 
 Endpoints: ``POST /v1/summarize``, ``GET /v1/adapters``, ``POST /v1/admin/adapters``
 (load an adapter at run time; needs the API token), ``GET /health``, OpenAPI at
-``/docs`` and ``/openapi.json``. See docs/serving.md.
+``/docs`` and ``/openapi.json``; the OpenAI-compatible routes come from
+:mod:`~dialogtune.serving.openai`. See docs/serving.md.
 
 Every error is a JSON ``{"detail": ...}``, also for bodies that are not strict JSON
 (``NaN``, ``Infinity``, ``1e999``, lone surrogates: 422) and for unexpected failures (500).
@@ -18,10 +19,10 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
@@ -32,8 +33,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from dialogtune import __version__
 from dialogtune.errors import ConfigError, ModelSpecError
 from dialogtune.generation import GenerationSettings
+from dialogtune.generation.engine import supports as supports_continuous
+from dialogtune.serving import admin as adapter_admin
 from dialogtune.serving.batcher import BatcherBusy, BatcherClosed, MicroBatcher
 from dialogtune.serving.config import TOKEN_ENV, ServingConfig
+from dialogtune.serving.continuous import ContinuousBatcher
 from dialogtune.serving.middleware import (
     BearerAuthMiddleware,
     BodyLimitMiddleware,
@@ -43,7 +47,8 @@ from dialogtune.serving.middleware import (
     ShutdownMiddleware,
     bearer_token_matches,
 )
-from dialogtune.serving.registry import AdapterRegistry, files_outside
+from dialogtune.serving.openai import install_openai_routes
+from dialogtune.serving.registry import AdapterRegistry
 from dialogtune.serving.schemas import (
     AdapterInfo,
     AdaptersResponse,
@@ -83,19 +88,32 @@ class SummarizeService:
     def __init__(self, registry: AdapterRegistry, config: ServingConfig) -> None:
         self.registry = registry
         self.config = config
-        self.batcher = MicroBatcher(
-            lambda dialogues, adapters, settings: registry.generate(
-                dialogues, adapters, settings, config.template
-            ),
-            max_batch_size=config.max_batch_size,
-            max_wait_s=config.max_wait_s,
-            max_queued=config.max_queued_dialogues,
-            mixed_adapters=config.mixed_adapter_batches,
-        )
-        # The model thread pads with the model's tokenizer; counting tokens here, on the
-        # event loop, uses a private copy so the two threads never share Rust state.
+        # The model thread decodes with the model's tokenizer; counting and tokenizing here, on
+        # the event loop, use a private copy so the two threads never share Rust state.
         self._counter = copy.deepcopy(registry.loaded.tokenizer)
+        self.batcher: MicroBatcher | ContinuousBatcher
+        if config.batching == "auto" and supports_continuous(registry.loaded.model):
+            # Decoder-only models: requests join the running batch between decode steps.
+            self.batcher = ContinuousBatcher(
+                registry,
+                lambda dialogues, adapter, settings: registry.prompt_ids(
+                    self._counter, dialogues, adapter, settings, config.template
+                ),
+                max_batch_size=config.max_batch_size,
+                max_queued=config.max_queued_dialogues,
+            )
+        else:  # encoder-decoder models: static micro-batches through transformers' generate
+            self.batcher = MicroBatcher(
+                lambda dialogues, adapters, settings: registry.generate(
+                    dialogues, adapters, settings, config.template
+                ),
+                max_batch_size=config.max_batch_size,
+                max_wait_s=config.max_wait_s,
+                max_queued=config.max_queued_dialogues,
+                mixed_adapters=config.mixed_adapter_batches,
+            )
         self.requests = RequestGauge()  # in progress, kept by ConnectionLimitMiddleware
+        self.adapter_users: Counter[str | None] = Counter()  # requests in progress, by adapter
         self.failed_batches = 0
         self._last_failure: BaseException | None = None
         self._check: asyncio.Task[None] | None = None
@@ -103,6 +121,11 @@ class SummarizeService:
     def decode_request(self, body: SummarizeRequest) -> DecodedRequest:
         cfg = self.config
         dialogues = body.texts()
+        merged = self.registry.merged
+        if merged is not None and body.adapter != merged:
+            raise HTTPException(
+                404, f"this server serves only adapter '{merged}' (merged into its base); ask for it by name"
+            )
         if body.adapter is not None and body.adapter not in self.registry:
             known = ", ".join(sorted(self.registry.infos)) or "none"
             raise HTTPException(
@@ -174,12 +197,27 @@ class SummarizeService:
             no_repeat_ngram_size=opts.no_repeat_ngram_size,
             batch_size=cfg.max_batch_size,
             max_dialogue_tokens=cfg.max_dialogue_tokens,
+            engine="generate" if isinstance(self.batcher, MicroBatcher) else "auto",
             **sampling,
         )
 
+    @contextmanager
+    def using(self, adapter: str | None) -> Iterator[None]:
+        """Count a request as using ``adapter`` while it runs: an adapter in use is not unloaded.
+
+        Enter it in the same event-loop step as the adapter lookup, so an unload cannot
+        come in between.
+        """
+        self.adapter_users[adapter] += 1
+        try:
+            yield
+        finally:
+            self.adapter_users[adapter] -= 1
+
     async def predict(self, job: DecodedRequest, request_id: str) -> list[str]:
         try:
-            return await self.batcher.submit(job.dialogues, job.adapter, job.settings)
+            with self.using(job.adapter):
+                return await self.batcher.submit(job.dialogues, job.adapter, job.settings)
         except BatcherBusy as exc:
             raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": "1"}) from exc
         except BatcherClosed as exc:
@@ -342,8 +380,12 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
             adapters=len(registry.infos),
             queued_dialogues=batcher.queued_dialogues,
             open_requests=service.requests.open,
+            batching="continuous" if isinstance(batcher, ContinuousBatcher) else "micro",
             batches=batcher.stats.batches,
-            batched_dialogues=batcher.stats.dialogues,
+            largest_batch=batcher.stats.largest_batch,
+            batched_dialogues=(
+                batcher.stats.finished if isinstance(batcher, ContinuousBatcher) else batcher.stats.dialogues
+            ),
             failed_batches=service.failed_batches,
         )
 
@@ -396,38 +438,7 @@ def create_app(registry: AdapterRegistry, config: ServingConfig | None = None) -
     )
     async def load_adapter(body: LoadAdapterRequest, request: Request) -> AdapterInfo:
         request.state.adapter = body.name
-        if body.name in registry:
-            raise HTTPException(409, f"an adapter named '{body.name}' is already loaded")
-        check_capacity()
-        if config.adapter_root is not None:
-            outside = files_outside(Path(body.path), config.adapter_root)
-            if outside is not None:
-                raise HTTPException(
-                    403, f"adapters can only be loaded from under {config.adapter_root}: {outside}"
-                )
+        return await adapter_admin.load_adapter(service, body.name, body.path)
 
-        def load() -> AdapterInfo:  # on the model thread, so two loads cannot both pass the cap
-            check_capacity()
-            return registry.load(body.name, body.path)
-
-        try:
-            info = await service.batcher.run_exclusive(load)
-        except ModelSpecError as exc:
-            raise HTTPException(409 if body.name in registry else 400, str(exc)) from exc
-        except HTTPException:
-            raise
-        except Exception as exc:  # a corrupt safetensors file, unreadable folder, ...: the caller's to fix
-            log.warning("loading adapter '%s' from %s failed", body.name, body.path, exc_info=True)
-            first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            raise HTTPException(400, f"cannot load adapter from {body.path}: {first_line}") from exc
-        log.info("loaded adapter '%s' from %s", info.name, info.path)
-        return info
-
-    def check_capacity() -> None:
-        if len(registry.infos) >= config.max_adapters:
-            raise HTTPException(
-                409,
-                f"{len(registry.infos)} adapters are loaded, this server's max_adapters; none can be added",
-            )
-
+    install_openai_routes(app, service, guarded=guarded, admin_only=admin)
     return app

@@ -50,9 +50,11 @@ class _Job:
 
 @dataclass
 class BatcherStats:
-    batches: int = 0
-    dialogues: int = 0
+    batches: int = 0  # generate calls (micro-batcher) or decode steps (continuous batcher)
+    dialogues: int = 0  # rows over all of them
     largest_batch: int = 0
+    finished: int = 0  # dialogues answered (continuous batcher)
+    mixed_steps: int = 0  # decode steps whose rows used different adapters (continuous batcher)
     batch_sizes: list[int] = field(default_factory=list, repr=False)
 
     def record(self, size: int) -> None:
@@ -182,6 +184,11 @@ class MicroBatcher:
                 await self._run(group)
 
     async def _run(self, group: list[_Job]) -> None:
+        # Clients may have left while an earlier group ran; an adapter only they used may
+        # even have been unloaded since.
+        group = [job for job in group if not job.future.done()]
+        if not group:
+            return
         dialogues = [d for job in group for d in job.dialogues]
         adapters = [job.adapter for job in group for _ in job.dialogues]
         settings = group[0].settings

@@ -39,6 +39,13 @@ class ServingConfig:
         default=20_000, metadata={"help": "longest dialogue accepted, in characters"}
     )
     max_dialogue_tokens: int = field(default=2048, metadata={"help": "longest dialogue accepted, in tokens"})
+    max_prompt_tokens: int = field(
+        default=4096,
+        metadata={
+            "help": "longest prompt of the OpenAI-compatible /v1/completions and /v1/chat/completions, "
+            "in tokens (413 beyond)"
+        },
+    )
     max_dialogues_per_request: int = field(default=32, metadata={"help": "most dialogues in one request"})
     max_body_bytes: int = field(default=2 * 1024 * 1024, metadata={"help": "largest request body"})
     default_max_new_tokens: int = field(
@@ -47,8 +54,17 @@ class ServingConfig:
     max_new_tokens_limit: int = field(
         default=512, metadata={"help": "largest max_new_tokens a request may ask"}
     )
-    max_batch_size: int = field(default=16, metadata={"help": "most dialogues in one generate call"})
-    max_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits for company"})
+    max_batch_size: int = field(
+        default=16,
+        metadata={
+            "help": "most dialogues decoded together (decoder-only models: continuous batching; "
+            "1 handles requests one by one)"
+        },
+    )
+    max_wait_ms: float = field(
+        default=10.0,
+        metadata={"help": "encoder-decoder models: how long an idle server waits for more requests to batch"},
+    )
     max_queued_dialogues: int = field(default=512, metadata={"help": "beyond this, requests get 503"})
     max_request_cost: int = field(
         default=4_000_000, metadata={"help": "most token-steps one request may ask for (413 beyond)"}
@@ -60,7 +76,19 @@ class ServingConfig:
     body_timeout_s: float = field(
         default=30.0, metadata={"help": "seconds a client has to send its request body (408 beyond)"}
     )
-    mixed_adapter_batches: bool = field(default=True, metadata={"help": "let adapters share a generate call"})
+    batching: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (continuous batching for decoder-only models, else micro-batches) or micro "
+            "(static micro-batches through transformers' generate, as before continuous batching)"
+        },
+    )
+    mixed_adapter_batches: bool = field(
+        default=True,
+        metadata={
+            "help": "let adapters share a generate call (encoder-decoder models; decoder-only always do)"
+        },
+    )
     api_token: str | None = field(default=None, repr=False, metadata={"help": "bearer token; None: no auth"})
     adapter_root: Path | None = field(default=None, metadata={"help": "admin loads only adapters under this"})
     template: PromptTemplate = field(default_factory=PromptTemplate)
@@ -69,6 +97,7 @@ class ServingConfig:
         bounds = {
             "max_dialogue_chars": (1, schemas.MAX_DIALOGUE_CHARS),
             "max_dialogue_tokens": (1, 1_000_000),
+            "max_prompt_tokens": (1, schemas.MAX_PROMPT_TOKENS),
             "max_dialogues_per_request": (1, schemas.MAX_DIALOGUES_PER_REQUEST),
             "max_body_bytes": (1024, 1024**3),
             "default_max_new_tokens": (1, self.max_new_tokens_limit),
@@ -83,6 +112,8 @@ class ServingConfig:
             value = getattr(self, key)
             if not low <= value <= high:
                 raise ConfigError(f"serving.{key} must be between {low} and {high}, got {value}")
+        if self.batching not in ("auto", "micro"):
+            raise ConfigError(f"serving.batching must be auto or micro, got '{self.batching}'")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise ConfigError(f"serving.max_wait_ms must be between 0 and 10000, got {self.max_wait_ms}")
         if not 0 < self.body_timeout_s <= 3600:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
+from dialogtune.methods.lora import METHOD as LORA
+from dialogtune.methods.lora import LoraSettings
 from dialogtune.models.adapters import write_base_info
 from dialogtune.models.loading import load_model
-from dialogtune.models.lora import LoraSettings, apply_lora
 
 
 def make_random_adapter(
@@ -33,7 +34,7 @@ def make_random_adapter(
     """
     loaded = load_model(model)
     settings = LoraSettings(r=r, alpha=alpha or r, dropout=0.0, target_modules=target_modules)
-    peft_model = apply_lora(loaded.model, settings)
+    peft_model = LORA.apply(loaded.model, settings)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+from dialogtune.serving.openai.errors import ADMIN_PATHS, error_body, wants_openai_errors
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -41,14 +43,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def send_json_error(
-    send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = (), *, scope: Scope
 ) -> None:
     """A complete ``{"detail": ...}`` response that also closes the connection.
 
     Middleware answers before the app has read the request body; closing the
-    connection means the server never reads (or buffers) the rest of it.
+    connection means the server never reads (or buffers) the rest of it. The
+    OpenAI-compatible routes get OpenAI's ``{"error": {...}}`` shape instead.
     """
-    body = json.dumps({"detail": detail}).encode()  # ASCII: every message is encodable
+    content = error_body(status, detail) if wants_openai_errors(scope.get("path")) else {"detail": detail}
+    body = json.dumps(content).encode()  # ASCII: every message is encodable
     await send(
         {
             "type": "http.response.start",
@@ -151,7 +155,7 @@ class ShutdownMiddleware:
             if not started:
                 access_log.warning("request cancelled by the shutdown; answering 503")
                 detail = "the server shut down before this request finished; retry"
-                await send_json_error(send, 503, detail, [(b"retry-after", b"5")])
+                await send_json_error(send, 503, detail, [(b"retry-after", b"5")], scope=scope)
 
 
 class RequestGauge:
@@ -184,7 +188,7 @@ class ConnectionLimitMiddleware:
             detail = (
                 f"{self.gauge.open} requests are in progress, this server's max_connections; retry shortly"
             )
-            await send_json_error(send, 503, detail, [(b"retry-after", b"1")])
+            await send_json_error(send, 503, detail, [(b"retry-after", b"1")], scope=scope)
             return
         self.gauge.open += 1
         try:
@@ -197,7 +201,8 @@ class BearerAuthMiddleware:
     """Checks the bearer token from the headers, before anything reads the body.
 
     ``/v1/*`` needs ``Authorization: Bearer <token>`` when a token is configured (401
-    otherwise); ``/v1/admin/*`` always needs it (403 while no token is configured).
+    otherwise); ``/v1/admin/*`` and vLLM's adapter routes always need it (403 while no token
+    is configured).
     A refused client's body is never read: the response closes the connection, so a
     stranger cannot make the server buffer (or wait for) megabytes. The endpoints keep
     their own check as well, which also declares the scheme in the OpenAPI schema.
@@ -212,13 +217,17 @@ class BearerAuthMiddleware:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path.startswith("/v1/"):
             if self.expected is None:
-                if path.startswith("/v1/admin/"):  # no token configured: nobody may change the served model
+                if path.startswith("/v1/admin/") or path in ADMIN_PATHS:  # nobody may change the model
                     detail = f"admin endpoints are disabled; start the server with ${self.token_env} set"
-                    await send_json_error(send, 403, detail)
+                    await send_json_error(send, 403, detail, scope=scope)
                     return
             elif not bearer_token_matches(_header(scope, b"authorization"), self.expected):
                 await send_json_error(
-                    send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
+                    send,
+                    401,
+                    "missing or wrong bearer token",
+                    [(b"www-authenticate", b"Bearer")],
+                    scope=scope,
                 )
                 return
         await self.app(scope, receive, send)
@@ -240,8 +249,8 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
 
-    async def _reject(self, send: Send) -> None:
-        await send_json_error(send, 413, f"request body is larger than {self.max_bytes} bytes")
+    async def _reject(self, send: Send, scope: Scope) -> None:
+        await send_json_error(send, 413, f"request body is larger than {self.max_bytes} bytes", scope=scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -249,7 +258,7 @@ class BodyLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(send, scope)
             return
         # Read the whole (bounded) body first, then replay it to the app: a 413 can
         # only be sent before the app starts answering.
@@ -263,14 +272,14 @@ class BodyLimitMiddleware:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
                 detail = f"the request body did not arrive within {self.timeout_s:g} s (body_timeout_s)"
-                await send_json_error(send, 408, detail)
+                await send_json_error(send, 408, detail, scope=scope)
                 return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send)
+                await self._reject(send, scope)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

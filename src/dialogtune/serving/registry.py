@@ -14,20 +14,27 @@ module may be wrapped by anything but LoRA. A load that fails either way, or fai
 half-way, is undone completely; should undoing not restore the probe's answers,
 ``problem`` says so (``/health`` then reports an error).
 
+``unload`` takes an adapter out again with PEFT's ``delete_adapter``, which frees its
+weights, and self-checks what stays.
+
 Thread-safety: the registry itself takes no locks. Everything that touches the model
-(``load``, ``generate``, ``check``) must run on the single model thread owned by
-:class:`~dialogtune.serving.batcher.MicroBatcher`; readers on the event loop only look
-at ``infos``, which gains an entry only after its adapter is fully loaded, and at
-``problem``.
+(``load``, ``unload``, ``generate``, ``check``) must run on the single model thread owned
+by the batcher; readers on the event loop only look at ``infos``, which gains an entry
+only after its adapter is fully loaded, and at ``problem``. To unload, the event loop
+first withdraws the name from ``infos`` (:meth:`AdapterRegistry.withdraw`: no new request
+can pick it), then the model thread deletes the weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -35,8 +42,10 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import AuxiliaryTrainingWrapper
 
 from dialogtune.errors import ModelSpecError
-from dialogtune.generation import GenerationSettings, generate
+from dialogtune.generation import GenerationSettings, generate_ids
+from dialogtune.methods import all_methods, method_for_adapter_config
 from dialogtune.models.adapters import attach_adapter, check_adapter
+from dialogtune.models.contract import InferenceContract, read_contract
 from dialogtune.models.loading import LoadedModel
 from dialogtune.prompts import PromptTemplate
 from dialogtune.serving.schemas import ADAPTER_NAME_PATTERN, AdapterInfo
@@ -81,10 +90,13 @@ def unservable_reason(config: dict) -> str | None:
     Every adapter must leave the base as it is: it may add LoRA layers, nothing else.
     """
     merge = "merge it with 'dialogtune merge' and serve the merged model instead"
-    if config.get("peft_type", "LORA") != "LORA":
-        return f"is a {config.get('peft_type')} adapter; only LoRA adapters are served"
-    if config.get("use_dora"):  # PEFT cannot mix DoRA rows with others in one batch (adapter_names)
-        return f"is a DoRA adapter; {merge}"
+    method = method_for_adapter_config({"peft_type": "LORA", **config})
+    if method is None or not method.servable_unmerged:
+        # e.g. DoRA: PEFT cannot mix its rows with others in one batch (adapter_names)
+        what = method.name if method is not None else config.get("peft_type")
+        served = ", ".join(m.name for m in all_methods() if m.servable_unmerged)
+        how = merge if method is not None and method.mergeable else "evaluate or summarize it with --adapter"
+        return f"is a {what} adapter; only {served} adapters are served per request; {how}"
     if config.get("modules_to_save"):
         names = config["modules_to_save"]
         listed = ", ".join(map(str, names)) if isinstance(names, list) else str(names)
@@ -140,11 +152,31 @@ def _label(name: str | None) -> str:
 class AdapterRegistry:
     """One base model and the adapters loaded on it, by name."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, *, merged: str | None = None) -> None:
+        """``merged``: the name of the adapter folded into ``loaded`` (``serve --merged``); then
+        only that adapter is served, and no other can be loaded."""
         if isinstance(loaded.model, PeftModel):
             raise ModelSpecError("the registry needs the bare base model; add adapters with load()")
         self.loaded = loaded
+        self.merged = merged
         self.infos: dict[str, AdapterInfo] = {}
+        self.contracts: dict[str, InferenceContract | None] = {}
+        if merged is not None:
+            if not loaded.adapter_merged or loaded.adapter is None:
+                raise ModelSpecError("a merged registry needs a model with its adapter merged")
+            folder = Path(loaded.adapter)
+            config = _read_adapter_config(folder)
+            targets = config.get("target_modules") or []
+            self.infos[merged] = AdapterInfo(
+                name=merged,
+                path=str(folder.resolve()),
+                base_model=loaded.spec.raw,
+                rank=config.get("r"),
+                alpha=config.get("lora_alpha"),
+                target_modules=sorted(targets) if isinstance(targets, list) else [str(targets)],
+                size_bytes=(folder / "adapter_model.safetensors").stat().st_size,
+            )
+            self.contracts[merged] = read_contract(folder)
         self.problem: str | None = None  # set when the model no longer answers as loaded
         # What the probe gives through the base and each adapter, taken when it was loaded.
         self._fingerprints: dict[str | None, torch.Tensor] = {None: self._probe([None])[0]}
@@ -163,6 +195,11 @@ class AdapterRegistry:
         adapter, including one that fails the self-check once loaded.
         """
         _check_name(name)
+        if self.merged is not None:
+            raise ModelSpecError(
+                f"this server serves adapter '{self.merged}' merged into its base; start it without "
+                "--merged to load others"
+            )
         if name in self.infos:
             raise ModelSpecError(f"an adapter named '{name}' is already loaded")
         folder = Path(path)
@@ -193,6 +230,7 @@ class AdapterRegistry:
             # e.g. a cut-off safetensors file: still the user's to fix, so one line, not a traceback
             raise ModelSpecError(f"cannot load adapter {folder}: {_first_line(exc)}") from exc
         self._fingerprints[name] = fingerprint
+        self.contracts[name] = read_contract(folder)  # the prompt it was trained with
         targets = config.get("target_modules") or []
         info = AdapterInfo(
             name=name,
@@ -205,6 +243,42 @@ class AdapterRegistry:
         )
         self.infos[name] = info  # published last: a name is visible only once usable
         return info
+
+    def withdraw(self, name: str) -> AdapterInfo:
+        """Hide adapter ``name`` from new requests before unloading it (event loop); ``restore``
+        puts it back if the unload does not happen."""
+        return self.infos.pop(name)
+
+    def restore(self, info: AdapterInfo) -> None:
+        self.infos[info.name] = info
+
+    def unload(self, name: str) -> None:
+        """Take adapter ``name`` out of the model and free its weights (model thread only).
+
+        The caller makes sure no request uses it. PEFT's ``delete_adapter`` drops its LoRA
+        matrices from every layer; the last adapter out also takes PEFT's wrapper layers with it
+        (``unload()``), so the base is the bare model it was before any load. The self-check
+        then confirms the base and the other adapters answer as before.
+        """
+        if self.merged is not None:
+            raise ModelSpecError(f"this server serves adapter '{self.merged}' merged into its base")
+        model = self.loaded.model
+        if not isinstance(model, PeftModel) or name not in model.peft_config:
+            raise ModelSpecError(f"no adapter named '{name}' is loaded")
+        self.infos.pop(name, None)
+        self._fingerprints.pop(name, None)
+        self.contracts.pop(name, None)
+        with warnings.catch_warnings():  # rows name their adapter; the "active" one never matters here
+            warnings.filterwarnings("ignore", message=".*was active which is now deleted")
+            model.delete_adapter(name)
+        if not model.peft_config:  # no adapter left: back to the bare base
+            bare = model.unload()
+            if "peft_config" in vars(bare):  # PEFT's marker on a wrapped base
+                del bare.peft_config
+            self.loaded.model = bare
+        problem = self.check()
+        if problem is not None:
+            self.problem = f"unloading adapter '{name}' broke the served model: {problem}"
 
     def _undo(self, name: str, bare: torch.nn.Module | None) -> None:
         """Take out what a failed load left behind, so the served model is as it was.
@@ -238,9 +312,7 @@ class AdapterRegistry:
         in one forward pass with PEFT's per-row ``adapter_names``."""
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         batch = dict(tokenizer([_PROBE] * len(names), return_tensors="pt").to(self.loaded.device))
-        if model.config.is_encoder_decoder:
-            start = model.config.decoder_start_token_id
-            batch["decoder_input_ids"] = torch.full((len(names), 1), start, device=self.loaded.device)
+        batch.update(self.loaded.kind.first_step_inputs(model.config, len(names), self.loaded.device))
         if isinstance(model, PeftModel):
             batch["adapter_names"] = [BASE_ROW if name is None else name for name in names]
         elif any(name is not None for name in names):
@@ -282,8 +354,13 @@ class AdapterRegistry:
         self.problem = self.self_check()
         return self.problem
 
+    def model_adapter(self, adapter: str | None) -> str | None:
+        """The adapter name the model knows: the merged adapter is the model itself (``None``)."""
+        return None if adapter is not None and adapter == self.merged else adapter
+
     def adapter_names(self, adapters: Sequence[str | None]) -> list[str] | None:
         """Per-row names for PEFT; ``None`` while no adapter is loaded (a plain model)."""
+        adapters = [self.model_adapter(a) for a in adapters]
         if not isinstance(self.loaded.model, PeftModel):
             if any(a is not None for a in adapters):
                 raise ModelSpecError("no adapters are loaded")
@@ -293,6 +370,29 @@ class AdapterRegistry:
             raise ModelSpecError(f"unknown adapter(s): {', '.join(unknown)}")
         return [BASE_ROW if a is None else a for a in adapters]
 
+    def template_for(self, adapter: str | None, default: PromptTemplate) -> PromptTemplate:
+        """An adapter's saved training prompt (its inference contract); the server's for the base."""
+        contract = self.contracts.get(adapter) if adapter is not None else None
+        return contract.prompt if contract is not None else default
+
+    def prompt_ids(
+        self,
+        tokenizer: Any,
+        dialogues: Sequence[str],
+        adapter: str | None,
+        settings: GenerationSettings,
+        default: PromptTemplate,
+    ) -> list[list[int]]:
+        """Prompt token ids for ``dialogues`` with ``adapter``'s prompt, tokenized by ``tokenizer``
+        (a copy owned by the calling thread: fast tokenizers are not shared across threads)."""
+        from dialogtune.generation import build_prompts
+
+        view = dataclasses.replace(self.loaded, tokenizer=tokenizer)
+        prompts = build_prompts(
+            view, dialogues, self.template_for(adapter, default), settings.max_dialogue_tokens
+        )
+        return self.loaded.kind.encode_prompts(tokenizer, prompts)
+
     def generate(
         self,
         dialogues: Sequence[str],
@@ -300,11 +400,13 @@ class AdapterRegistry:
         settings: GenerationSettings,
         template: PromptTemplate,
     ) -> list[str]:
-        """Summaries for ``dialogues``, row i with adapter ``adapters[i]`` (model thread only)."""
+        """Summaries for ``dialogues``, row i with adapter ``adapters[i]`` and its prompt (model thread)."""
         names = self.adapter_names(adapters)
-        result = generate(
-            self.loaded, list(dialogues), settings, template, progress=False, adapter_names=names
-        )
+        encoded = [
+            self.prompt_ids(self.loaded.tokenizer, [d], a, settings, template)[0]
+            for d, a in zip(dialogues, adapters)
+        ]
+        result = generate_ids(self.loaded, encoded, settings, progress=False, adapter_names=names)
         return result.texts
 
     def describe(self) -> dict:

@@ -18,6 +18,7 @@ from pydantic.json_schema import SkipJsonSchema
 MAX_DIALOGUE_CHARS = 100_000
 MAX_DIALOGUES_PER_REQUEST = 256
 MAX_NEW_TOKENS = 1024
+MAX_PROMPT_TOKENS = 65_536  # a token-id prompt of the OpenAI-compatible routes
 ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_PATH_CHARS = 4096
 
@@ -138,7 +139,12 @@ class HealthResponse(BaseModel):
     adapters: int
     queued_dialogues: int
     open_requests: int = Field(description="requests in progress (max_connections bounds them)")
-    batches: int = Field(description="generate calls so far")
+    batching: str = Field(
+        description="'continuous' (decoder-only models: requests join the running batch between decode "
+        "steps) or 'micro' (encoder-decoder models: static batches)"
+    )
+    batches: int = Field(description="decode steps (continuous) or generate calls (micro) so far")
+    largest_batch: int = Field(description="most dialogues decoded together so far")
     batched_dialogues: int = Field(description="dialogues summarized so far")
     failed_batches: int = Field(description="generate calls that failed with an internal error")
 

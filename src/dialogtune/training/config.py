@@ -24,9 +24,11 @@ from dialogtune.config import apply_overrides, apply_set, build, parse_yaml, rea
 from dialogtune.data.config import DEFAULT_SOURCE, DataConfig
 from dialogtune.errors import ConfigError
 from dialogtune.generation.settings import GenerationSettings
+from dialogtune.io import read_json_file
 from dialogtune.methods import default_settings, get_method, method_names, settings_section
 from dialogtune.models.specs import DEFAULT_MODEL
 from dialogtune.prompts import PromptTemplate
+from dialogtune.seeds import check_seed
 
 __all__ = [  # the config layer's functions are reachable from here too
     "EvalSettings",
@@ -107,6 +109,7 @@ class TrainData:
             )
         if self.max_target_tokens < 2:
             raise ConfigError(f"data.max_target_tokens must be at least 2, got {self.max_target_tokens}")
+        check_seed("data.seed", self.seed)
         for name in ("train", "eval"):
             if getattr(self, name) is not None:
                 self.data_config(name)  # DataConfig validates split names and counts
@@ -146,6 +149,20 @@ class TrainingSettings:
         default=0.0, metadata={"help": "steps (>= 1) or a fraction of all steps (< 1)"}
     )
     max_grad_norm: float = 1.0
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "train against (1 - x) * the summary token + x spread over the vocabulary "
+            "(transformers' label_smoothing_factor); the eval loss stays plain cross-entropy"
+        },
+    )
+    neftune_noise_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "NEFTune: uniform noise of scale alpha / sqrt(length * dim) on the input embeddings "
+            "while training (the paper uses 5-15); null: off"
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={
@@ -206,6 +223,8 @@ class TrainingSettings:
             "weight_decay": self.weight_decay >= 0,
             "warmup_steps": self.warmup_steps >= 0,
             "max_grad_norm": self.max_grad_norm > 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+            "neftune_noise_alpha": self.neftune_noise_alpha is None or self.neftune_noise_alpha > 0,
             "logging_steps": self.logging_steps >= 1,
             "save_total_limit": self.save_total_limit >= 1,
             "save_steps": self.save_steps is None or self.save_steps >= 1,
@@ -218,6 +237,8 @@ class TrainingSettings:
             value = getattr(self, key)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise ConfigError(f"training.{key} has an invalid value: {value!r}")
+        if self.deepspeed is not None:  # transformers reads it much later, with a traceback if broken
+            read_json_file(self.deepspeed, ConfigError)
 
 
 @dataclass
@@ -297,6 +318,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         method = get_method(self.method)  # one line naming the known methods
+        check_seed("seed", self.seed)
         for name, settings in self.sections.items():
             expected = settings_section(name)
             if expected is None or not isinstance(settings, expected):

@@ -38,12 +38,15 @@ def selective_causal_loss(
     model: torch.nn.Module,
     inputs: dict[str, Any],
     num_items_in_batch: int | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """The causal-LM cross-entropy of ``model`` on ``inputs`` (with ``labels``), computed
     only at positions some row of the batch learns from.
 
     Equals the model's own loss: the mean over label tokens, or their sum divided by
     ``num_items_in_batch`` when the Trainer passes it (token-weighted gradient accumulation).
+    ``label_smoothing`` is PyTorch's, the same mixture as transformers' ``LabelSmoother``:
+    ``(1 - x) * nll + x * mean over the vocabulary of -log p``.
     """
     labels = inputs["labels"]
     targets = labels[:, 1:]  # logits at position t predict token t + 1
@@ -59,6 +62,7 @@ def selective_causal_loss(
         targets[:, keep].reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
+        label_smoothing=label_smoothing,
     )
     if num_items_in_batch is None:
         num_items_in_batch = learned.sum()

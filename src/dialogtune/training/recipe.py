@@ -10,7 +10,8 @@ Run directory (DESIGN.md)::
 
     config.yaml      resolved config
     metadata.json    versions, git commit, data fingerprints, wall time, peak memory,
-                     trainable parameters, examples/s and tokens/s, best checkpoint
+                     trainable parameters, examples/s and tokens/s, best checkpoint,
+                     the last evaluation's ROUGE probe with CIs (last_probe)
     adapter/         PEFT methods: adapter safetensors + tokenizer + dialogtune_base.json
     model/           full: model safetensors + tokenizer
                      (both with dialogtune_inference.json: how to prompt the result)
@@ -151,6 +152,7 @@ def train(
         callbacks.append(
             EarlyStoppingCallback(config.eval.early_stopping_patience, config.eval.early_stopping_threshold)
         )
+    probe = _rouge_probe(loaded, eval_records, config, precision)
     trainer = DialogTrainer(
         model=loaded.model,
         args=args,
@@ -161,7 +163,7 @@ def train(
         callbacks=callbacks,
         selective_loss=selective,
         compile_blocks=config.training.compile,
-        rouge_probe=_rouge_probe(loaded, eval_records, config, precision),
+        rouge_probe=probe,
     )
 
     # ---- train ---------------------------------------------------------------------------------
@@ -233,6 +235,8 @@ def train(
             if args.load_best_model_at_end
             else None,
             last_eval=_last_eval(trainer.state.log_history),
+            # The last evaluation's ROUGE probe with 95% bootstrap CIs and its n (dialogues).
+            last_probe=probe.last_metrics if probe is not None and probe.last_metrics else None,
         )
         write_json(run_dir / "metadata.json", metadata)  # last: its presence means "finished"
         if not config.training.keep_checkpoints:
@@ -262,6 +266,8 @@ def training_arguments(config: TrainConfig, precision: str, *, progress: bool = 
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_steps,
         max_grad_norm=t.max_grad_norm,
+        label_smoothing_factor=t.label_smoothing,
+        neftune_noise_alpha=t.neftune_noise_alpha,
         optim=t.optimizer,
         bf16=precision == "bf16",
         fp16=precision == "fp16",

@@ -112,11 +112,20 @@ class DialogTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
+        # Label smoothing shapes training only: the eval loss stays the plain cross-entropy, so
+        # runs with different training.label_smoothing are compared on the same measure.
+        smoothing = self.args.label_smoothing_factor if model.training else 0.0
         if not self.selective_loss or "labels" not in inputs:
-            return super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
-        loss = selective_causal_loss(model, inputs, num_items_in_batch)
+            smoother = self.label_smoother
+            if not model.training:
+                self.label_smoother = None  # labels stay in the inputs: the model's own loss
+            try:
+                return super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
+            finally:
+                self.label_smoother = smoother
+        loss = selective_causal_loss(model, inputs, num_items_in_batch, label_smoothing=smoothing)
         # Same scaling as Trainer.compute_loss: with token-weighted averaging across
         # processes, DDP's gradient mean must be undone (loss = local sum / global count).
         if (
