@@ -113,6 +113,74 @@ def test_bad_set_values_fail_the_same_way_in_train_and_run(files: tuple[Path, Pa
     assert str(in_train.value) == str(in_run.value) and "\n" not in str(in_train.value)
 
 
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("item", SET_CASES)
+def test_set_cases_through_train_and_run_dry_run(
+    files: tuple[Path, Path], item: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The verbs a user types: ``train --print-config --set X`` prints the config the API builds, and
+    ``run --dry-run --set variants.0.set.X`` validates the same variant with the same method."""
+    training, experiment = files
+    code, out, err = _cli(
+        ["train", str(training), "--print-config", "--set", item, "--set", "output_dir=out"], capsys
+    )
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert {k: v for k, v in printed.items() if k not in ("output_dir", "prompt")} == _via_train(
+        training, item
+    )
+    code, out, err = _cli(["run", str(experiment), "--dry-run", "--set", f"variants.0.set.{item}"], capsys)
+    assert code == 0, err
+    assert f"# v: {printed['method']} on random:tiny-llama, training config valid" in out
+
+
+@pytest.mark.parametrize("item", BAD_SET_CASES)
+def test_bad_set_values_are_the_same_one_line_error_in_train_and_run_dry_run(
+    files: tuple[Path, Path], item: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    training, experiment = files
+    train = _cli(["train", str(training), "--print-config", "--set", item], capsys)
+    run = _cli(["run", str(experiment), "--dry-run", "--set", f"variants.0.set.{item}"], capsys)
+    for code, out, err in (train, run):
+        assert code == 2 and not out and err.count("\n") == 1 and err.startswith("dialogtune: error: "), err
+    assert train[2] == run[2]
+
+
+def test_the_study_can_be_made_smaller_per_variant() -> None:
+    """The lead may run experiments/peft-methods.yaml on fewer dialogues: the evaluation limit and each
+    variant's training dialogues are overrides, and they change only what they name."""
+    names = ["full", "lora-r8", "lora-r16", "lora-r32", "dora-r16", "ia3", "prompt-tuning"]
+    path = ROOT / "experiments/peft-methods.yaml"
+    shipped = check_training_configs(load_experiment(path))
+    overrides = ["evaluation.data.limit=4", "variants.lora-r8.set.data.train.every=20"]
+    overrides += [f"variants.{name}.set.training.max_steps=2" for name in names]
+    experiment = load_experiment(path, overrides)
+    configs = check_training_configs(experiment)
+    assert experiment.evaluation.data.limit == 4 and list(configs) == names
+    assert configs["lora-r8"].data.train.every == 20
+    for name, config in configs.items():
+        assert config.training.max_steps == 2 and config.data.eval is None
+        assert config.data.train.split == "train" and config.data.train.every == (
+            20 if name == "lora-r8" else 10
+        )
+        before = shipped[name].to_dict()
+        after = config.to_dict()
+        for key in ("method", "model", "prompt"):
+            assert after[key] == before[key]
+        assert after["training"] == {**before["training"], "max_steps": 2}
+    ranks = {n: c.method_settings.r for n, c in configs.items() if c.method in ("lora", "dora")}
+    assert ranks == {"lora-r8": 8, "lora-r16": 16, "lora-r32": 32, "dora-r16": 16}
+
+
 def test_the_issue_example_runs_dry_from_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["run", str(ROOT / "experiments/quickstart.yaml"), "--set", "variants.0.set.eval.strategy=no"]
     assert main([*args, "--dry-run"]) == 0

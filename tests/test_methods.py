@@ -9,6 +9,7 @@ validation, ``run`` (train, evaluate, report) and ``merge`` without any other ed
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import sys
@@ -328,3 +329,39 @@ def test_method_settings_sections_and_dataclass_fields_stay_in_step() -> None:
         with pytest.raises(ConfigError, match=f"unknown key {name}.nope"):
             load_config(None, [f"method={name}", f"{name}.nope=1"])
         assert first  # a section with at least one setting
+
+
+def test_no_code_outside_the_methods_package_switches_on_a_method_name() -> None:
+    """The recipe, runner, config, CLI, server and report ask the method object; a comparison with a
+    method's name (``method == "lora"``, ``peft_type != "LORA"``) anywhere else would be an edit a
+    new method needs outside its module and the registry."""
+    names = {n for m in BUILTIN for n in (get_method(m).name, get_method(m).peft_type) if n}
+    src = Path(__file__).resolve().parents[1] / "src" / "dialogtune"
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if "methods" in path.relative_to(src).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Compare):
+                continue
+            for operand in (node.left, *node.comparators):
+                items = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+                if any(isinstance(i, ast.Constant) and i.value in names for i in items):
+                    found.append(f"{path.relative_to(src)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found
+
+
+@pytest.mark.parametrize(("use_rslora", "scale"), [(False, 8 / 4), (True, 8 / 4**0.5)])
+def test_rslora_scales_the_update_by_alpha_over_sqrt_r(use_rslora: bool, scale: float) -> None:
+    from dialogtune.methods.lora import LoraSettings
+    from dialogtune.models.loading import load_model
+
+    settings = load_config(
+        None, ["lora.r=4", "lora.alpha=8", f"lora.use_rslora={str(use_rslora).lower()}"]
+    ).lora
+    assert settings == LoraSettings(r=4, alpha=8, use_rslora=use_rslora)
+    model = get_method("lora").apply(load_model("random:tiny-llama").model, settings)
+    scalings = [
+        m.scaling["default"] for m in model.modules() if hasattr(m, "lora_A") and "default" in m.lora_A
+    ]
+    assert len(scalings) == 14 and scalings == pytest.approx([scale] * 14)  # 7 projections x 2 layers

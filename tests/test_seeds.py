@@ -8,7 +8,7 @@ import pytest
 from dialogtune.data.config import DataConfig
 from dialogtune.errors import ConfigError
 from dialogtune.evaluation.bootstrap import bootstrap_ci
-from dialogtune.experiments.config import EvaluationConfig, ReportSettings
+from dialogtune.experiments.config import EvaluationSpec, ReportSettings
 from dialogtune.generation import GenerationSettings
 from dialogtune.report.build import ReportOptions
 from dialogtune.seeds import SEED_LIMIT
@@ -17,7 +17,7 @@ from dialogtune.training.config import TrainConfig, TrainData
 BUILDERS = {
     "data.seed": lambda seed: DataConfig(seed=seed),
     "generation.seed": lambda seed: GenerationSettings(seed=seed),
-    "evaluation.seed": lambda seed: EvaluationConfig(seed=seed),
+    "evaluation.seed": lambda seed: EvaluationSpec(seed=seed),
     "report.seed": lambda seed: ReportSettings(seed=seed),
     "report seed": lambda seed: ReportOptions(seed=seed),
     "training data.seed": lambda seed: TrainData(seed=seed),

@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
         from dialogtune.experiments.runner import check_training_configs
 
+        configs = check_training_configs(experiment)  # they must load too; nothing printed if not
         print(yaml.safe_dump(experiment.to_dict(), sort_keys=False, allow_unicode=True), end="")
-        for name, config in check_training_configs(experiment).items():  # they must load too
+        for name, config in configs.items():
             print(f"# {name}: {config.method} on {config.model}, training config valid")
         return 0
     from dialogtune.experiments import run_experiment

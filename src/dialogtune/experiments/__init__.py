@@ -7,7 +7,6 @@ torch, so it is imported only by who uses it.
 """
 
 from dialogtune.experiments.config import (
-    EvaluationConfig,
     EvaluationSpec,
     ExperimentConfig,
     ModelEntry,
@@ -18,7 +17,6 @@ from dialogtune.experiments.config import (
 from dialogtune.experiments.runner import ExperimentResult, StageOutcome, run_experiment, stage_key
 
 __all__ = [
-    "EvaluationConfig",
     "EvaluationSpec",
     "ExperimentConfig",
     "ExperimentResult",

@@ -44,7 +44,6 @@ from dialogtune.prompts import PromptTemplate
 from dialogtune.seeds import check_seed
 
 __all__ = [
-    "EvaluationConfig",
     "EvaluationSpec",
     "ExperimentConfig",
     "ModelEntry",
@@ -92,9 +91,6 @@ class EvaluationSpec:
             "rouge": self.rouge.to_dict(),
             "bootstrap": {"n_resamples": self.n_resamples, "seed": self.seed},
         }
-
-
-EvaluationConfig = EvaluationSpec  # the earlier name
 
 
 @dataclass

@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from dialogtune.errors import ModelSpecError
 from dialogtune.io import read_json_file
-from dialogtune.methods import method_for_adapter_config, method_names, method_of_model
+from dialogtune.methods import all_methods, method_for_adapter_config, method_of_model
 from dialogtune.models.files import check_safetensors, loading
 from dialogtune.models.loaded import LoadedModel, innermost
 
@@ -89,7 +89,7 @@ def check_adapter_config(path: Path) -> dict[str, Any]:
     config = read_json_file(path, ModelSpecError)
     method = method_for_adapter_config(config)
     if method is None:
-        adapters = [m for m in method_names() if m != "full"]
+        adapters = [m.name for m in all_methods() if m.peft_type is not None]
         raise ModelSpecError(
             f"{path}: peft_type is {config.get('peft_type')!r}; dialogtune loads adapters of its methods "
             f"({', '.join(adapters)}) only"

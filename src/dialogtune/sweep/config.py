@@ -26,12 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dialogtune.config import apply_set, build, flatten, read_yaml_file
 from dialogtune.errors import ConfigError
-from dialogtune.experiments.config import apply_set, flatten
 from dialogtune.sweep.space import Param, check_against, parse_space
-from dialogtune.training.config import ROUGE_METRICS, TrainConfig, build, load_config, parse_yaml
+from dialogtune.training.config import ROUGE_METRICS, TrainConfig, load_config
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # the study name is also a folder name
 # Keys the sweep decides itself for every trial.
@@ -276,15 +274,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
     """Read a sweep file, apply ``--set`` overrides (``trials=30``, ``sampler.seed=1``,
     ``set.training.max_steps=100``, ``space.lora.r={choice: [8, 16]}``) and validate it."""
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        loaded = parse_yaml(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys")
-    raw = json.loads(json.dumps(loaded or {}, default=str))  # a deep copy that --set may change
+    raw = read_yaml_file(file, "sweep file")  # a deep copy that --set may change
     for item in overrides or []:
         apply_set(raw, item)
     if "base_dir" in raw:

@@ -302,7 +302,10 @@ class TrainConfig:
 
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "model spec (see DESIGN.md)"})
     method: str = field(
-        default="lora", metadata={"help": "full, lora, dora, ia3, prompt_tuning (dialogtune.methods)"}
+        default="lora",
+        metadata={
+            "help": "the fine-tuning method: a name in dialogtune.methods (dialogtune params --help lists them)"
+        },
     )
     output_dir: str = "runs/train"
     seed: int = 42
