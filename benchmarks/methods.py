@@ -124,8 +124,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dialogues", type=int, default=16)
-    parser.add_argument("--study-steps", type=int, default=130)
-    parser.add_argument("--study-dialogues", type=int, default=200)
+    parser.add_argument(
+        "--study-steps",
+        type=int,
+        default=156,
+        help="optimizer steps per variant (experiments/peft-methods.yaml: 156)",
+    )
+    parser.add_argument(
+        "--study-dialogues",
+        type=int,
+        default=250,
+        help="evaluation dialogues (experiments/peft-methods.yaml: 250)",
+    )
     parser.add_argument(
         "--estimate-only", action="store_true", help="recompute the study estimate from the saved results"
     )
