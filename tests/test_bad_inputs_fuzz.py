@@ -121,6 +121,7 @@ def test_report_survives_every_wrong_value_in_a_run_directory(tmp_path: Path) ->
     [
         ("train", "configs/smollm2-lora-cpu.yaml", "--print-config"),
         ("run", "experiments/quickstart.yaml", "--dry-run"),
+        ("run", "experiments/peft-methods.yaml", "--dry-run"),  # every method's section
     ],
 )
 def test_configs_survive_every_wrong_value(verb: str, config: str, flag: str, tmp_path: Path) -> None:
