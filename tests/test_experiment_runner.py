@@ -130,6 +130,10 @@ def test_stages_are_reused_and_only_affected_ones_rerun(experiment_file: Path, c
         json.loads((root / "eval" / "lora" / "stage.json").read_text())["key"]
         == first.stage("eval", "lora").key
     )
+    # A stage evaluates through `dialogtune evaluate`'s inference path: the adapter merged into
+    # the base weights (as the verb does), the precision recorded, so both give the same numbers.
+    lora_model = json.loads((root / "eval" / "lora" / "metrics" / "validation.json").read_text())["model"]
+    assert lora_model["adapter_merged"] is True and lora_model["precision"] in ("fp32", "bf16")
     manifest = json.loads((root / "experiment.json").read_text())
     assert [r["name"] for r in manifest["runs"]] == ["zero-shot", "lora"]
     report = (root / "report" / "report.md").read_text()

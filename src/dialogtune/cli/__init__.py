@@ -79,6 +79,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+    # PEFT says this on every prompt-tuned forward pass: the virtual tokens get no positions of
+    # their own, which is how prompt tuning is defined, not something the user can change.
+    warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
