@@ -19,6 +19,20 @@ _HELP = {f.name: str(f.metadata.get("help", "")).replace("%", "%%") for f in fie
 _DEFAULTS = DataConfig()
 
 
+def add_set_argument(parser: argparse.ArgumentParser, examples: str) -> None:
+    """``--set KEY=VALUE`` (repeatable, into ``args.overrides``): the one override flag of
+    ``train``, ``run`` and ``sweep``, all parsed by :func:`dialogtune.config.apply_overrides`'s
+    YAML 1.2 rules; ``examples`` names keys of the verb's own file."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a key, e.g. {examples}; values are YAML 1.2; repeatable",
+    )
+
+
 def positive_int(text: str) -> int:
     """argparse ``type=`` for counts: a usage error (exit 2) instead of a later config error."""
     try:

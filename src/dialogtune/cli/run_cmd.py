@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from dialogtune.cli.common import add_set_argument
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment config (see experiments/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key, e.g. evaluation.data.limit=20 or variants.lora.set.lora.r=8 "
-        "(list items by index or name; values parsed as YAML); repeatable",
+    add_set_argument(
+        parser, "evaluation.data.limit=20 or variants.lora.set.lora.r=8 (list items by index or name)"
     )
     parser.add_argument(
         "--force", action="store_true", help="rerun every stage even when a finished one matches"

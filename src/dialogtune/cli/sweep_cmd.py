@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from dialogtune.cli.common import add_set_argument
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file (see sweeps/ and docs/sweeps.md)")
@@ -20,15 +22,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trials", type=int, metavar="N", help="finished trials the study should hold (default: the file's)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a sweep-file key, e.g. sampler.seed=1, set.training.max_steps=100 or "
-        "'space.lora.r={choice: [8, 16]}' (values parsed as YAML); repeatable",
-    )
+    add_set_argument(parser, "sampler.seed=1, set.training.max_steps=100 or 'space.lora.r={choice: [8, 16]}'")
     parser.add_argument(
         "--dry-run", action="store_true", help="validate the sweep against its base config; train nothing"
     )

@@ -10,19 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from dialogtune.cli.common import add_set_argument
 from dialogtune.methods import method_names
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG.yaml", help="training config (see configs/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set training.learning_rate=2e-4 or --set method=ia3 "
-        f"(methods: {', '.join(method_names())}); values are YAML 1.2; repeatable",
+    add_set_argument(
+        parser, f"training.learning_rate=2e-4 or method=ia3 (methods: {', '.join(method_names())})"
     )
     parser.add_argument(
         "--resume",
