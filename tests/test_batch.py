@@ -268,6 +268,18 @@ def test_bad_input_is_one_line(tmp_path, capsys, setup, extra, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_gpus_per_worker_must_be_a_finite_non_negative_number(tmp_path, capsys, value):
+    src = write_jsonl(tmp_path / "x.jsonl", [{"id": "1", "dialogue": "hi"}])
+    with pytest.raises(SystemExit) as exit_info:  # an argparse usage error, before any work
+        main([*batch_args(src, tmp_path / "out", "--engine", "ray", "--gpus-per-worker", value)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dialogtune: error: ") and err.count("\n") == 1
+    assert "--gpus-per-worker: expected a finite number >= 0" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_directory_is_never_taken_over(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": "1", "dialogue": dialogues(1)[0]}])
     mine = tmp_path / "mine"
