@@ -79,3 +79,24 @@ def test_unservable_adapters_stop_the_server_in_one_line(served, tmp_path, capsy
         errors = [line for line in err.splitlines() if line.startswith("dialogtune: error:")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, (extra, err)
     assert "app" not in served  # the server never started
+
+
+def test_without_model_the_base_comes_from_the_adapters_contracts(served, tmp_path, capsys):
+    """``serve --adapter a=DIR`` with no ``--model`` serves the base the adapter was trained on
+    (its saved contract); adapters trained on different bases are a one-line error."""
+    from dialogtune.models.contract import InferenceContract, write_contract
+
+    adapter = make_random_adapter(SPEC, tmp_path / "a", seed=1)
+    write_contract(adapter, InferenceContract(base_model=SPEC, method="lora"))
+    assert main(["serve", "--adapter", f"a={adapter}", "--port", "0"]) == 0
+    registry = served["app"].state.service.registry
+    assert registry.loaded.spec.raw == SPEC and "a" in registry  # not the default model
+    other = make_random_adapter("random:tiny-t5", tmp_path / "b", seed=2)
+    write_contract(other, InferenceContract(base_model="random:tiny-t5", method="lora"))
+    capsys.readouterr()
+    assert main(["serve", "--adapter", f"a={adapter}", "--adapter", f"b={other}", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("dialogtune: error:")]
+    assert len(errors) == 1 and "different base models" in errors[0] and "--model" in errors[0], err
+    # --model decides when given, whatever the contracts say
+    assert main(["serve", "--model", SPEC, "--adapter", f"a={adapter}", "--port", "0"]) == 0

@@ -33,7 +33,8 @@ _INT_FIELDS = {f.name: f for f in dataclasses.fields(ServingConfig) if f.type in
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    add_model_args(parser, adapter=False)
+    # Without --model, the base the adapters' saved contracts name (they must agree).
+    add_model_args(parser, adapter=False, base_from_contract=True)
     parser.add_argument(
         "--adapter",
         action="append",
@@ -106,6 +107,21 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _base_from_contracts(contracts: dict) -> str:
+    """The one base model the adapters' contracts name; the default model when none names one."""
+    from dialogtune.models.specs import DEFAULT_MODEL
+
+    named = {name: c.base_model for name, c in contracts.items() if c is not None and c.base_model}
+    bases = sorted(set(named.values()))
+    if len(bases) > 1:
+        listing = ", ".join(f"{name}: {base}" for name, base in named.items())
+        raise ConfigError(
+            f"the adapters were trained on different base models ({listing}); "
+            "one server has one base: pick it with --model"
+        )
+    return bases[0] if bases else DEFAULT_MODEL
+
+
 def run(args: argparse.Namespace) -> int:
     from dialogtune.cli.model_args import prompt_from_args
     from dialogtune.models.contract import read_contract
@@ -116,11 +132,14 @@ def run(args: argparse.Namespace) -> int:
 
     token = os.environ.get(args.token_env) or None
     adapters = [parse_adapter_arg(text) for text in args.adapter]
+    contracts = {name: read_contract(path) for name, path in adapters}
+    if args.model is None:
+        args.model = _base_from_contracts(contracts)
     contract = None
     if args.merged:
         if len(adapters) != 1:
             raise ConfigError("--merged serves exactly one --adapter NAME=DIR, merged into the base")
-        contract = read_contract(adapters[0][1])  # the merged adapter's prompt is the server's
+        contract = contracts[adapters[0][0]]  # the merged adapter's prompt is the server's
     config = ServingConfig(
         **given_values(args, ServingConfig, prefix="serving_"),
         api_token=token,
