@@ -128,9 +128,23 @@ def resolve_model(args: argparse.Namespace) -> str:
     if getattr(args, "model", None) is None:
         from dialogtune.models.contract import read_contract
 
-        contract = read_contract(getattr(args, "adapter", None))
-        args.model = (contract.base_model if contract is not None else None) or DEFAULT_MODEL
+        adapter = getattr(args, "adapter", None)
+        args.model = base_from_contracts({adapter: read_contract(adapter)})
     return str(args.model)
+
+
+def base_from_contracts(contracts: dict[Any, InferenceContract | None]) -> str:
+    """The one base model the adapters' contracts (by adapter name) name; the default model when
+    none names one. Adapters trained on different bases cannot share one: a one-line error."""
+    named = {name: c.base_model for name, c in contracts.items() if c is not None and c.base_model}
+    bases = sorted(set(named.values()))
+    if len(bases) > 1:
+        listing = ", ".join(f"{name}: {base}" for name, base in named.items())
+        raise ConfigError(
+            f"the adapters were trained on different base models ({listing}); "
+            "one server has one base: pick it with --model"
+        )
+    return bases[0] if bases else DEFAULT_MODEL
 
 
 def inference_contract(args: argparse.Namespace) -> InferenceContract | None:

@@ -107,23 +107,8 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _base_from_contracts(contracts: dict) -> str:
-    """The one base model the adapters' contracts name; the default model when none names one."""
-    from dialogtune.models.specs import DEFAULT_MODEL
-
-    named = {name: c.base_model for name, c in contracts.items() if c is not None and c.base_model}
-    bases = sorted(set(named.values()))
-    if len(bases) > 1:
-        listing = ", ".join(f"{name}: {base}" for name, base in named.items())
-        raise ConfigError(
-            f"the adapters were trained on different base models ({listing}); "
-            "one server has one base: pick it with --model"
-        )
-    return bases[0] if bases else DEFAULT_MODEL
-
-
 def run(args: argparse.Namespace) -> int:
-    from dialogtune.cli.model_args import prompt_from_args
+    from dialogtune.cli.model_args import base_from_contracts, prompt_from_args
     from dialogtune.models.contract import read_contract
     from dialogtune.models.inference import load_for_inference
     from dialogtune.models.loading import load_model
@@ -132,14 +117,13 @@ def run(args: argparse.Namespace) -> int:
 
     token = os.environ.get(args.token_env) or None
     adapters = [parse_adapter_arg(text) for text in args.adapter]
-    contracts = {name: read_contract(path) for name, path in adapters}
-    if args.model is None:
-        args.model = _base_from_contracts(contracts)
+    if args.model is None:  # the base the adapters were trained on
+        args.model = base_from_contracts({name: read_contract(path) for name, path in adapters})
     contract = None
     if args.merged:
         if len(adapters) != 1:
             raise ConfigError("--merged serves exactly one --adapter NAME=DIR, merged into the base")
-        contract = contracts[adapters[0][0]]  # the merged adapter's prompt is the server's
+        contract = read_contract(adapters[0][1])  # the merged adapter's prompt is the server's
     config = ServingConfig(
         **given_values(args, ServingConfig, prefix="serving_"),
         api_token=token,
