@@ -173,6 +173,28 @@ def test_stages_are_reused_and_only_affected_ones_rerun(experiment_file: Path, c
     assert calls == Counter({"train": 3, "train-resume": 1, "eval:zero-shot": 3, "eval:lora": 4})
 
 
+def test_a_copied_experiment_folder_is_adopted_not_retrained(experiment_file: Path, calls: Counter) -> None:
+    import shutil
+
+    first = _run(experiment_file)
+    copy = first.output_dir.parent / "exp-copy"
+    shutil.copytree(first.output_dir, copy)  # copy2: the weights keep their times and contents
+    # As after an upgrade that added a config key: the training stage's key no longer matches, so
+    # the runner must recognise the finished run by its saved config, whose output_dir is the old one.
+    (copy / "train" / "lora" / "stage.json").unlink()
+    second = _run(experiment_file, f"output_dir={copy}")
+    assert [(s.kind, s.name, s.reused) for s in second.stages] == [
+        ("eval", "zero-shot", True),
+        ("train", "lora", True),
+        ("eval", "lora", True),
+    ]
+    assert calls == Counter({"train": 1, "eval:zero-shot": 1, "eval:lora": 1})
+    assert (
+        json.loads((copy / "train" / "lora" / "stage.json").read_text())["key"]
+        == first.stage("train", "lora").key
+    )
+
+
 def test_run_cli_reports_stages(
     experiment_file: Path, calls: Counter, capsys: pytest.CaptureFixture[str]
 ) -> None:

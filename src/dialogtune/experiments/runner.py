@@ -213,7 +213,11 @@ def _train_stage(
     key = stage_key({k: v for k, v in resolved.items() if k != "output_dir"})
     stage = read_stage(stage_dir)
     finished = (stage_dir / "metadata.json").is_file()
+    # Where the run was written is not part of what it is: a stage folder copied or moved from
+    # another experiment (its config.yaml naming the old place) is still the same training.
     saved = _saved_training_config(stage_dir / "config.yaml")
+    if saved is not None:
+        saved = {**saved, "output_dir": resolved.get("output_dir")}
     started = time.perf_counter()
     if not force and stage.get("key") == key and finished:
         log(f"[train {entry.name}] reused (stage key {key})")
