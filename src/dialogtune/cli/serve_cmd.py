@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from dialogtune.models.contract import read_contract
     from dialogtune.models.inference import load_for_inference
     from dialogtune.models.loading import load_model
+    from dialogtune.models.logits import refine_logits
     from dialogtune.serving import AdapterRegistry, create_app
     from dialogtune.serving.registry import parse_adapter_arg
 
@@ -158,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("adapter '%s' (%s) merged into the base; only it is served", name, path)
     else:
         loaded = load_model(args.model, dtype=args.precision, device=args.device)
+        refine_logits(loaded.model)  # as load_for_inference does: fp32 decides near-ties in bf16
         registry = AdapterRegistry(loaded)
         for name, path in adapters:
             info = registry.load(name, path)

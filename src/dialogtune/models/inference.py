@@ -9,6 +9,9 @@ checked on the whole validation split, docs/generation.md):
   one adapter) is folded into a private copy of the base weights, W + B·A·alpha/r, so every
   layer is one matmul instead of three; the merge is done in fp32 and the result then cast,
   so it rounds once. The multi-adapter server keeps adapters unmerged (each row picks its own).
+
+In bf16 the output layer's top candidates are recomputed in fp32 (:mod:`~dialogtune.models.logits`)
+so that near-ties between next tokens are decided as fp32 would decide them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dialogtune.errors import ModelSpecError
 from dialogtune.models.adapters import attach_adapter
 from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.loading import choose_device, load_model
+from dialogtune.models.logits import refine_logits
 from dialogtune.models.precision import DTYPES, resolve_precision
 from dialogtune.models.specs import resolve_spec
 
@@ -41,7 +45,9 @@ def load_for_inference(
     if merge not in MERGE_CHOICES:
         raise ModelSpecError(f"merge must be one of {', '.join(MERGE_CHOICES)}, got '{merge}'")
     if adapter is None or merge == "no":
-        return load_model(model, dtype=precision, device=device, adapter=adapter)
+        loaded = load_model(model, dtype=precision, device=device, adapter=adapter)
+        refine_logits(loaded.model)
+        return loaded
     target = choose_device(device)
     base = load_model(resolve_spec(model), dtype="fp32", device=str(target))
     resolved = resolve_precision(precision, device=target, model_type=base.model.config.model_type)
@@ -70,4 +76,5 @@ def _cast(loaded: LoadedModel, precision: str) -> LoadedModel:
     dtype = DTYPES[precision]
     if loaded.model.dtype != dtype:
         loaded.model.to(dtype)
+    refine_logits(loaded.model)
     return loaded

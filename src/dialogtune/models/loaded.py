@@ -64,6 +64,8 @@ class LoadedModel:
         return innermost(self.model)
 
     def describe(self) -> dict[str, Any]:
+        from dialogtune.models.logits import TOP_K, logits_refined
+
         return {
             "model": self.spec.raw,
             "source": self.spec.source,
@@ -73,6 +75,8 @@ class LoadedModel:
             "adapter": self.adapter,
             "adapter_merged": self.adapter_merged,
             "precision": self.precision,
+            # bf16 logits with the top candidates recomputed in fp32 (dialogtune.models.logits)
+            "logits": f"fp32 for the top {TOP_K}" if logits_refined(self.model) else self.precision,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": str(self.device),
         }
