@@ -100,3 +100,35 @@ def test_without_model_the_base_comes_from_the_adapters_contracts(served, tmp_pa
     assert len(errors) == 1 and "different base models" in errors[0] and "--model" in errors[0], err
     # --model decides when given, whatever the contracts say
     assert main(["serve", "--model", SPEC, "--adapter", f"a={adapter}", "--port", "0"]) == 0
+
+
+def test_a_bf16_server_decides_near_ties_in_fp32_with_and_without_merged_adapter(served, tmp_path):
+    from dialogtune.models.logits import logits_refined
+
+    adapter = make_random_adapter(SPEC, tmp_path / "a", seed=1)
+    assert (
+        main(["serve", "--model", SPEC, "--port", "0", "--precision", "bf16", "--adapter", f"a={adapter}"])
+        == 0
+    )
+    loaded = served["app"].state.service.registry.loaded
+    assert loaded.precision == "bf16" and logits_refined(loaded.model)  # per-row adapters, unmerged
+    assert (
+        main(
+            [
+                "serve",
+                "--model",
+                SPEC,
+                "--port",
+                "0",
+                "--precision",
+                "bf16",
+                "--merged",
+                "--adapter",
+                f"a={adapter}",
+            ]
+        )
+        == 0
+    )
+    assert logits_refined(served["app"].state.service.registry.loaded.model)
+    assert main(["serve", "--model", SPEC, "--port", "0", "--precision", "fp32"]) == 0
+    assert not logits_refined(served["app"].state.service.registry.loaded.model)  # fp32: nothing to refine
