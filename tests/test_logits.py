@@ -79,3 +79,47 @@ def test_refined_logits_with_a_merged_adapter(tmp_path) -> None:
     assert half.adapter_merged and logits_refined(half.model)
     unmerged = load_for_inference("random:tiny-llama", adapter=adapter, precision="bf16", merge="no")
     assert logits_refined(unmerged.model)  # under the PEFT wrapper, on the base model's head
+
+
+def test_bf16_inference_keeps_an_fp32_residual_stream() -> None:
+    from dialogtune.models.mixed import LowPrecisionLinear, is_mixed
+
+    half = load_for_inference("random:tiny-llama", precision="bf16")
+    assert is_mixed(half.model) and half.precision == "bf16"
+    assert half.describe()["residual_stream"] == "fp32"
+    base = half.model.model
+    assert base.embed_tokens.weight.dtype == torch.float32  # embeddings and norms stay fp32
+    assert base.norm.weight.dtype == torch.float32
+    linears = [m for m in base.modules() if isinstance(m, LowPrecisionLinear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert not any(type(m) is nn.Linear and m.weight.dtype == torch.float32 for m in half.model.modules())
+    # Closer to fp32 than the model cast whole to bf16 (its residual stream rounded at every layer).
+    full = load_for_inference("random:tiny-llama", precision="fp32")
+    cast = load_for_inference("random:tiny-llama", precision="fp32")
+    cast.model.to(torch.bfloat16)
+    refine_logits(cast.model)
+    inputs = full.tokenizer(DIALOGUES, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        exact = full.model(**inputs).logits
+        mixed_error = (half.model(**inputs).logits - exact).abs().mean()
+        cast_error = (cast.model(**inputs).logits - exact).abs().mean()
+    assert mixed_error < cast_error
+
+
+def test_fp32_residual_stream_with_an_unmerged_adapter_and_with_t5(tmp_path) -> None:
+    from dialogtune.models.mixed import is_mixed
+    from dialogtune.serving.demo_adapters import make_random_adapter
+
+    adapter = str(make_random_adapter("random:tiny-llama", tmp_path / "a", seed=4))
+    merged = load_for_inference("random:tiny-llama", adapter=adapter, precision="bf16")
+    unmerged = load_for_inference("random:tiny-llama", adapter=adapter, precision="bf16", merge="no")
+    bare = load_for_inference("random:tiny-llama", precision="bf16")
+    assert is_mixed(unmerged.model) and not unmerged.adapter_merged
+    inputs = merged.tokenizer(DIALOGUES[:1], return_tensors="pt")
+    with torch.no_grad():
+        a, b, c = (m.model(**inputs).logits for m in (merged, unmerged, bare))
+    assert (a - b).abs().max() < (a - c).abs().max() / 4  # the adapter acts, merged or not
+    t5 = load_for_inference("random:tiny-t5", precision="bf16")
+    assert is_mixed(t5.model) and t5.precision == "bf16"
+    texts = generate(t5, DIALOGUES, GenerationSettings(max_new_tokens=6, batch_size=3)).texts
+    assert len(texts) == 3

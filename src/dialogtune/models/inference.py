@@ -10,8 +10,9 @@ checked on the whole validation split, docs/generation.md):
   layer is one matmul instead of three; the merge is done in fp32 and the result then cast,
   so it rounds once. The multi-adapter server keeps adapters unmerged (each row picks its own).
 
-In bf16 the output layer's top candidates are recomputed in fp32 (:mod:`~dialogtune.models.logits`)
-so that near-ties between next tokens are decided as fp32 would decide them.
+In bf16 only the matrix products are bf16: the residual stream, norms and attention stay fp32 and
+the output layer's top candidates are recomputed in fp32 (:mod:`~dialogtune.models.mixed`), which
+is what keeps even the zero-shot model's greedy summaries at fp32's ROUGE.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dialogtune.errors import ModelSpecError
 from dialogtune.models.adapters import attach_adapter
 from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.loading import choose_device, load_model
-from dialogtune.models.logits import refine_logits
+from dialogtune.models.mixed import mix_precision
 from dialogtune.models.precision import DTYPES, resolve_precision
 from dialogtune.models.specs import resolve_spec
 
@@ -44,20 +45,18 @@ def load_for_inference(
     """
     if merge not in MERGE_CHOICES:
         raise ModelSpecError(f"merge must be one of {', '.join(MERGE_CHOICES)}, got '{merge}'")
-    if adapter is None or merge == "no":
-        loaded = load_model(model, dtype=precision, device=device, adapter=adapter)
-        refine_logits(loaded.model)
-        return loaded
     target = choose_device(device)
+    # fp32 first: a merge rounds once, and bf16 is applied per layer afterwards (_cast).
     base = load_model(resolve_spec(model), dtype="fp32", device=str(target))
     resolved = resolve_precision(precision, device=target, model_type=base.model.config.model_type)
-    attach_adapter(base, adapter, trainable=False)  # onto the fp32 weights: the merge rounds once
-    if mergeable(base.model):
-        base.model = base.model.merge_and_unload()
-        base.model.eval()
-        base.adapter_merged = True
-    elif merge == "yes":
-        raise ModelSpecError(f"adapter {adapter} cannot be merged into the base weights; use --merge no")
+    if adapter is not None:
+        attach_adapter(base, adapter, trainable=False)
+        if merge != "no" and mergeable(base.model):
+            base.model = base.model.merge_and_unload()
+            base.model.eval()
+            base.adapter_merged = True
+        elif merge == "yes":
+            raise ModelSpecError(f"adapter {adapter} cannot be merged into the base weights; use --merge no")
     return _cast(base, resolved)
 
 
@@ -73,8 +72,8 @@ def mergeable(model: object) -> bool:
 
 
 def _cast(loaded: LoadedModel, precision: str) -> LoadedModel:
-    dtype = DTYPES[precision]
-    if loaded.model.dtype != dtype:
-        loaded.model.to(dtype)
-    refine_logits(loaded.model)
+    """bf16/fp16: the products in that format over an fp32 residual stream (models/mixed.py)."""
+    if precision != "fp32":
+        mix_precision(loaded.model, DTYPES[precision])
+        loaded.compute = precision
     return loaded

@@ -44,7 +44,9 @@ class RefinedLogits(nn.Module):
         return self.head.bias
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.head(hidden).float()
+        # The hidden state may be fp32 (an fp32 residual stream, dialogtune.models.mixed): the
+        # full product takes it in the head's format, the top candidates in full.
+        logits = self.head(hidden.to(self.head.weight.dtype)).float()
         top = logits.topk(min(self.k, logits.shape[-1]), dim=-1).indices  # [..., k]
         weights = self.head.weight[top].float()  # [..., k, hidden]
         exact = (hidden.float().unsqueeze(-2) * weights).sum(-1)
