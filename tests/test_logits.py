@@ -123,3 +123,18 @@ def test_fp32_residual_stream_with_an_unmerged_adapter_and_with_t5(tmp_path) -> 
     assert is_mixed(t5.model) and t5.precision == "bf16"
     texts = generate(t5, DIALOGUES, GenerationSettings(max_new_tokens=6, batch_size=3)).texts
     assert len(texts) == 3
+
+
+@pytest.mark.parametrize("spec", ["random:tiny-llama", "random:tiny-t5"])
+def test_the_fp32_residual_stream_keeps_the_models_parameter_count(spec: str) -> None:
+    from dialogtune.models.params import count_parameters
+
+    full = load_for_inference(spec, precision="fp32")
+    half = load_for_inference(spec, precision="bf16")
+    assert count_parameters(half.model)["total"] == count_parameters(full.model)["total"]
+    inputs = half.tokenizer(DIALOGUES[:1], return_tensors="pt")
+    if half.kind.name == "seq2seq":
+        inputs["decoder_input_ids"] = torch.zeros((1, 2), dtype=torch.long)
+    with torch.no_grad():
+        low, high = half.model(**inputs).logits, full.model(**inputs).logits
+    assert (low - high).abs().max() <= 0.05 * high.abs().max()

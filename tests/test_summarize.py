@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from dialogtune.cli import main
 from dialogtune.generation import GenerationSettings, generate
 from dialogtune.models import load_model
+from dialogtune.models.inference import load_for_inference
+from dialogtune.models.logits import refine_logits
 from dialogtune.serving.demo_adapters import make_random_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,8 +33,16 @@ def adapter_dir(tmp_path_factory):
     return str(make_random_adapter(SPEC, tmp_path_factory.mktemp("summarize") / "adapter", seed=3))
 
 
-def expected(adapter: str | None = None) -> list[str]:
-    return generate(load_model(SPEC, adapter=adapter), DIALOGUES, GenerationSettings(max_new_tokens=8)).texts
+def expected(adapter: str | None = None, *, server: bool = False) -> list[str]:
+    """What each path should give: summarize loads for inference (adapter merged, bf16 products
+    over an fp32 residual stream); a server that attaches adapters at run time casts the whole
+    model (and refines the top logits)."""
+    if server:
+        loaded = load_model(SPEC, adapter=adapter)
+        refine_logits(loaded.model)
+    else:
+        loaded = load_for_inference(SPEC, adapter=adapter)
+    return generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=8)).texts
 
 
 def feed_stdin(monkeypatch, text: str, tty: bool = False) -> None:
@@ -155,7 +165,7 @@ def test_serve_builds_the_app_and_binds_loopback_by_default(monkeypatch, adapter
             json={"dialogues": DIALOGUES, "adapter": "mine"},
             headers={"Authorization": "Bearer serve-test-token"},
         ).json()
-    assert body["summaries"] == expected(adapter_dir)
+    assert body["summaries"] == expected(adapter_dir, server=True)
 
 
 def test_serve_bad_input_is_one_line(tmp_path, capsys, restore_logging):

@@ -91,6 +91,13 @@ def mix_precision(model: nn.Module, dtype: torch.dtype) -> int:
             if head.bias is not None:
                 low.bias.copy_(head.bias)
         low.requires_grad_(False)
+        inputs = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+        if inputs is not None and inputs.weight is head.weight:
+            # Tied: the fp32 original stays as the input embedding, so the bf16 copy is a cache of
+            # it, not another parameter (parameter counts in reports stay the model's own).
+            weight = low.weight.detach()
+            del low.weight
+            low.register_buffer("weight", weight, persistent=False)
         base.set_output_embeddings(RefinedLogits(low))
     return converted
 
