@@ -18,7 +18,7 @@ from dialogtune.batch import BatchConfig, ModelJob, run_batch
 from dialogtune.batch.inputs import find_inputs, plan_shards, read_shard
 from dialogtune.cli import main
 from dialogtune.generation import GenerationSettings, generate
-from dialogtune.models import load_model
+from dialogtune.models.inference import load_for_inference
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -59,7 +59,7 @@ def test_local_t5_parquet_equals_generate_per_shard(tmp_path, capsys):
     assert stdout[0] == f"3 shards in {out}/shards: 10 summaries"
     assert stdout[-1].startswith("10 rows, ") and stdout[-1].endswith(" rows/s")
 
-    loaded = load_model("random:tiny-t5")
+    loaded = load_for_inference("random:tiny-t5")  # the inference path `batch` loads through
     settings = GenerationSettings(max_new_tokens=8)
     expected = [t for k in range(0, 10, 4) for t in generate(loaded, texts[k : k + 4], settings).texts]
     table = pq.read_table(out / "shards")
