@@ -159,7 +159,13 @@ def test_resume_key_covers_the_data_and_the_weights(tmp_path: Path, capsys) -> N
     from dialogtune.prompts import PromptTemplate
 
     records = load_records(DataConfig(source=str(data)))
-    key = run_key(load_model(str(model_dir)), GenerationSettings(max_new_tokens=6), PromptTemplate(), records)
+    from dialogtune.models.inference import load_for_inference
+
+    # The key of the run as `generate` loads it (the inference path: its precision and residual
+    # stream are part of what determines the outputs).
+    key = run_key(
+        load_for_inference(str(model_dir)), GenerationSettings(max_new_tokens=6), PromptTemplate(), records
+    )
 
     def leave_partial() -> None:
         """As if the finished run had been killed with every row generated: the rows say STALE."""
