@@ -43,8 +43,7 @@ from _common import read_split, save  # noqa: E402
 
 from dialogtune.generation import GenerationSettings, build_prompts, generate  # noqa: E402
 from dialogtune.models import load_model  # noqa: E402
-from dialogtune.models.inference import load_for_inference  # noqa: E402
-from dialogtune.models.logits import refine_logits  # noqa: E402
+from dialogtune.models.inference import load_for_adapters, load_for_inference  # noqa: E402
 from dialogtune.prompts import PromptTemplate  # noqa: E402
 
 BEFORE = PromptTemplate(keep_default_system=True)  # the prompt dialogtune sent before the lean one
@@ -100,8 +99,7 @@ def main() -> None:
         max_dialogue_tokens=args.max_dialogue_tokens,
     )
     one = GenerationSettings(**{**settings.to_dict(), "batch_size": 1})
-    cast = load_model(args.model, dtype="bf16")  # every weight and activation in bf16
-    refine_logits(cast.model)
+    cast = load_for_adapters(args.model, precision="bf16")  # every weight and activation in bf16
     models = {
         "fp32": load_model(args.model, dtype="fp32"),
         "bf16": load_for_inference(args.model, precision="bf16"),

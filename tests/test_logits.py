@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dialogtune.generation import GenerationSettings, generate
-from dialogtune.models.inference import load_for_inference
+from dialogtune.models.inference import load_for_adapters, load_for_inference
 from dialogtune.models.logits import RefinedLogits, logits_refined, refine_logits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -95,9 +95,8 @@ def test_bf16_inference_keeps_an_fp32_residual_stream() -> None:
     assert not any(type(m) is nn.Linear and m.weight.dtype == torch.float32 for m in half.model.modules())
     # Closer to fp32 than the model cast whole to bf16 (its residual stream rounded at every layer).
     full = load_for_inference("random:tiny-llama", precision="fp32")
-    cast = load_for_inference("random:tiny-llama", precision="fp32")
-    cast.model.to(torch.bfloat16)
-    refine_logits(cast.model)
+    cast = load_for_adapters("random:tiny-llama", precision="bf16")  # the whole model cast
+    assert cast.precision == "bf16" and logits_refined(cast.model) and not is_mixed(cast.model)
     inputs = full.tokenizer(DIALOGUES, return_tensors="pt", padding=True)
     with torch.no_grad():
         exact = full.model(**inputs).logits

@@ -12,9 +12,7 @@ from fastapi.testclient import TestClient
 
 from dialogtune.cli import main
 from dialogtune.generation import GenerationSettings, generate
-from dialogtune.models import load_model
-from dialogtune.models.inference import load_for_inference
-from dialogtune.models.logits import refine_logits
+from dialogtune.models.inference import load_for_adapters, load_for_inference
 from dialogtune.serving.demo_adapters import make_random_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,11 +35,8 @@ def expected(adapter: str | None = None, *, server: bool = False) -> list[str]:
     """What each path should give: summarize loads for inference (adapter merged, bf16 products
     over an fp32 residual stream); a server that attaches adapters at run time casts the whole
     model (and refines the top logits)."""
-    if server:
-        loaded = load_model(SPEC, adapter=adapter)
-        refine_logits(loaded.model)
-    else:
-        loaded = load_for_inference(SPEC, adapter=adapter)
+    load = load_for_adapters if server else load_for_inference
+    loaded = load(SPEC, adapter=adapter)
     return generate(loaded, DIALOGUES, GenerationSettings(max_new_tokens=8)).texts
 
 

@@ -110,9 +110,7 @@ def _setup_logging(level: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from dialogtune.cli.model_args import base_from_contracts, prompt_from_args
     from dialogtune.models.contract import read_contract
-    from dialogtune.models.inference import load_for_inference
-    from dialogtune.models.loading import load_model
-    from dialogtune.models.logits import refine_logits
+    from dialogtune.models.inference import load_for_adapters, load_for_inference
     from dialogtune.serving import AdapterRegistry, create_app
     from dialogtune.serving.registry import parse_adapter_arg
 
@@ -158,8 +156,7 @@ def run(args: argparse.Namespace) -> int:
         registry = AdapterRegistry(loaded, merged=name)
         log.info("adapter '%s' (%s) merged into the base; only it is served", name, path)
     else:
-        loaded = load_model(args.model, dtype=args.precision, device=args.device)
-        refine_logits(loaded.model)  # as load_for_inference does: fp32 decides near-ties in bf16
+        loaded = load_for_adapters(args.model, precision=args.precision, device=args.device)
         registry = AdapterRegistry(loaded)
         for name, path in adapters:
             info = registry.load(name, path)

@@ -23,6 +23,7 @@ from dialogtune.errors import ModelSpecError
 from dialogtune.models.adapters import attach_adapter
 from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.loading import choose_device, load_model
+from dialogtune.models.logits import refine_logits
 from dialogtune.models.mixed import mix_precision
 from dialogtune.models.precision import DTYPES, resolve_precision
 from dialogtune.models.specs import resolve_spec
@@ -75,5 +76,16 @@ def _cast(loaded: LoadedModel, precision: str) -> LoadedModel:
     """bf16/fp16: the products in that format over an fp32 residual stream (models/mixed.py)."""
     if precision != "fp32":
         mix_precision(loaded.model, DTYPES[precision])
-        loaded.compute = precision
+    return loaded
+
+
+def load_for_adapters(
+    model: str, *, adapter: str | None = None, precision: str = "auto", device: str = "auto"
+) -> LoadedModel:
+    """A base that PEFT adapters will be attached to later (a server holding several, loading
+    them at run time): PEFT needs the plain linear layers, so the whole model is cast to
+    ``precision`` instead of the fp32 residual stream, and only the top logits are refined.
+    ``adapter``: one attached now, unmerged, as the server attaches its adapters."""
+    loaded = load_model(model, dtype=precision, device=device, adapter=adapter)
+    refine_logits(loaded.model)
     return loaded

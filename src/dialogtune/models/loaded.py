@@ -42,9 +42,6 @@ class LoadedModel:
     adapter: str | None = None
     seed: int = 0  # the initialisation seed of random: specs (part of their identity)
     adapter_merged: bool = False  # the adapter folded into a private copy of the base weights
-    # The format the matrix products run in when it is not the weights' own (bf16 products over
-    # an fp32 residual stream, dialogtune.models.mixed); None: model.dtype says.
-    compute: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -52,12 +49,12 @@ class LoadedModel:
 
     @property
     def precision(self) -> str:
-        """The number format the matrix products compute in: fp32, bf16 or fp16."""
-        if self.compute is not None:
-            return self.compute
-        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
-            self.model.dtype, str(self.model.dtype)
-        )
+        """The number format the matrix products compute in: fp32, bf16 or fp16 (under an fp32
+        residual stream, dialogtune.models.mixed, the products' format, not the weights' first)."""
+        from dialogtune.models.mixed import product_dtype
+
+        dtype = product_dtype(self.model) or self.model.dtype
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
     @property
     def random_init(self) -> bool:
@@ -70,6 +67,7 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         from dialogtune.models.logits import TOP_K, logits_refined
+        from dialogtune.models.mixed import is_mixed
 
         return {
             "model": self.spec.raw,
@@ -81,7 +79,7 @@ class LoadedModel:
             "adapter_merged": self.adapter_merged,
             "precision": self.precision,
             # bf16 products over an fp32 residual stream (dialogtune.models.mixed), or all bf16
-            "residual_stream": "fp32" if self.compute is not None else self.precision,
+            "residual_stream": "fp32" if is_mixed(self.model) else self.precision,
             # bf16 logits with the top candidates recomputed in fp32 (dialogtune.models.logits)
             "logits": f"fp32 for the top {TOP_K}" if logits_refined(self.model) else self.precision,
             "dtype": str(self.model.dtype).replace("torch.", ""),

@@ -55,6 +55,12 @@ class RefinedLogits(nn.Module):
         return logits.scatter(-1, top, exact)
 
 
+def output_layer(model: nn.Module) -> nn.Module | None:
+    """The transformers model's output layer under any wrappers (None for models without one)."""
+    base = innermost(model)
+    return base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+
+
 def refine_logits(model: nn.Module, k: int = TOP_K) -> bool:
     """Wrap ``model``'s output layer in :class:`RefinedLogits` when it computes below fp32.
 
@@ -62,17 +68,14 @@ def refine_logits(model: nn.Module, k: int = TOP_K) -> bool:
     Returns whether the layer was wrapped: not for fp32 weights, a layer already wrapped, or an
     output layer that is not a plain linear one.
     """
-    base = innermost(model)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    head = output_layer(model)
     if isinstance(head, RefinedLogits):
         return True
     if type(head) is not nn.Linear or head.weight.dtype == torch.float32:
         return False
-    base.set_output_embeddings(RefinedLogits(head, k))
+    innermost(model).set_output_embeddings(RefinedLogits(head, k))
     return True
 
 
 def logits_refined(model: nn.Module) -> bool:
-    base = innermost(model)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    return isinstance(head, RefinedLogits)
+    return isinstance(output_layer(model), RefinedLogits)

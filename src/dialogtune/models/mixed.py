@@ -20,8 +20,8 @@ run at bf16 speed.
 
 For a model whose weights will not change any more (inference: zero-shot, a merged adapter, an
 adapter attached at load). A server that attaches adapters at run time needs plain
-``nn.Linear`` layers for PEFT to find, so it casts the whole model instead (and refines the
-top logits).
+``nn.Linear`` layers for PEFT to find, so it casts the whole model instead and refines only the
+top logits (:func:`dialogtune.models.inference.load_for_adapters`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from dialogtune.models.loaded import innermost
-from dialogtune.models.logits import RefinedLogits
+from dialogtune.models.logits import RefinedLogits, output_layer
 
 
 class LowPrecisionLinear(nn.Module):
@@ -70,7 +70,7 @@ def mix_precision(model: nn.Module, dtype: torch.dtype) -> int:
     is converted like any other.
     """
     base = innermost(model)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    head = output_layer(base)
     converted = 0
     for name, module in list(base.named_modules()):
         for child_name, child in list(module.named_children()):
@@ -102,5 +102,11 @@ def mix_precision(model: nn.Module, dtype: torch.dtype) -> int:
     return converted
 
 
+def product_dtype(model: nn.Module) -> torch.dtype | None:
+    """The format ``model``'s products run in under :func:`mix_precision`; None if not mixed."""
+    layer = next((m for m in innermost(model).modules() if isinstance(m, LowPrecisionLinear)), None)
+    return None if layer is None else layer.weight.dtype
+
+
 def is_mixed(model: nn.Module) -> bool:
-    return any(isinstance(m, LowPrecisionLinear) for m in innermost(model).modules())
+    return product_dtype(model) is not None
