@@ -11,7 +11,6 @@ import shutil
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from peft.tuners.lora.layer import LoraLayer
 
 from dialogtune.generation import GenerationSettings, generate
 from dialogtune.models import load_model
@@ -98,34 +97,6 @@ def test_per_adapter_batches_give_the_same_outputs(adapters):
         assert app.state.service.batcher.stats.batches == 2  # one generate per adapter
     assert responses[0].json()["summaries"] == expected_texts(spec, dirs["a1"])
     assert responses[1].json()["summaries"] == expected_texts(spec, None)
-
-
-def test_rows_of_one_adapter_skip_the_mixed_batch_path(llama_adapters, monkeypatch):
-    """A batch whose rows all use one adapter (a lone request) runs PEFT's plain path with that
-    adapter active: same outputs, no per-layer row gathers; switching adapters and mixing stay right."""
-    spec, dirs = llama_adapters
-    registry = AdapterRegistry(load_model(spec, dtype="fp32"))
-    for name, path in dirs.items():
-        registry.load(name, path)
-    mixed_calls = []
-    original = LoraLayer._mixed_batch_forward
-
-    def counting(self, *args, **kwargs):
-        mixed_calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LoraLayer, "_mixed_batch_forward", counting)
-    settings = GenerationSettings(max_new_tokens=NEW_TOKENS)
-    for name in ("a0", "a1", "a0"):  # each switch activates the batch's adapter
-        got = registry.generate(DIALOGUES, [name] * len(DIALOGUES), settings, PromptTemplate())
-        assert got == expected_texts(spec, dirs[name]), name
-        assert registry.loaded.model.active_adapter == name
-    assert mixed_calls == []
-    names = [None, "a1", "a0"]  # a mixed batch after them still gives each row its own adapter
-    got = registry.generate(DIALOGUES, names, settings, PromptTemplate())
-    assert mixed_calls
-    assert got == [expected_texts(spec, dirs.get(n))[i] for i, n in enumerate(names)]
-    assert registry.check() is None  # the self-check (mixed probe) is unaffected by the active adapter
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,6 @@ from dialogtune.methods import method_of_model
 from dialogtune.models.kinds import kind_for_config
 from dialogtune.models.loaded import innermost
 
-BASE_ROW = "__base__"  # PEFT's name for "no adapter" in adapter_names
-
 # Model families whose attention is plain causal self-attention (no sliding window, no
 # soft-capping): what the ragged attention computes. Others use transformers' generate.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo2", "granite")
@@ -241,16 +239,7 @@ class RaggedEngine:
     def _adapters(self, batch: list[Request]) -> dict[str, Any]:
         if not self.per_row_adapters or not isinstance(self.model, PeftModel):
             return {}
-        names = [r.adapter or BASE_ROW for r in batch]
-        if len(set(names)) == 1 and names[0] != BASE_ROW:
-            # Every row uses one adapter (a lone request, say): PEFT's plain path with that adapter
-            # active computes the same sums as its mixed-batch path (adapter_names) without the
-            # per-layer row gathers and per-call hooks. Nothing else reads the active adapter: every
-            # other call on a multi-adapter model names its rows' adapters.
-            if self.model.active_adapter != names[0]:
-                self.model.set_adapter(names[0], inference_mode=True)
-            return {}
-        return {"adapter_names": names}
+        return {"adapter_names": [r.adapter or "__base__" for r in batch]}
 
     def _cache(self, needed: int = 0) -> RaggedCache:
         """The cache, created on first use and grown (contents kept) when a request needs more room."""
