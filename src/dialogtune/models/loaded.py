@@ -52,9 +52,10 @@ class LoadedModel:
         """The number format the matrix products compute in: fp32, bf16 or fp16 (under an fp32
         residual stream, dialogtune.models.mixed, the products' format, not the weights' first)."""
         from dialogtune.models.mixed import product_dtype
+        from dialogtune.models.precision import DTYPES
 
         dtype = product_dtype(self.model) or self.model.dtype
-        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+        return next((name for name, known in DTYPES.items() if known == dtype), str(dtype))
 
     @property
     def random_init(self) -> bool:
@@ -69,6 +70,7 @@ class LoadedModel:
         from dialogtune.models.logits import TOP_K, logits_refined
         from dialogtune.models.mixed import is_mixed
 
+        precision = self.precision  # a walk over the modules: once
         return {
             "model": self.spec.raw,
             "source": self.spec.source,
@@ -77,11 +79,11 @@ class LoadedModel:
             "model_type": self.model.config.model_type,
             "adapter": self.adapter,
             "adapter_merged": self.adapter_merged,
-            "precision": self.precision,
+            "precision": precision,
             # bf16 products over an fp32 residual stream (dialogtune.models.mixed), or all bf16
-            "residual_stream": "fp32" if is_mixed(self.model) else self.precision,
+            "residual_stream": "fp32" if is_mixed(self.model) else precision,
             # bf16 logits with the top candidates recomputed in fp32 (dialogtune.models.logits)
-            "logits": f"fp32 for the top {TOP_K}" if logits_refined(self.model) else self.precision,
+            "logits": f"fp32 for the top {TOP_K}" if logits_refined(self.model) else precision,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": str(self.device),
         }
