@@ -56,7 +56,7 @@ def test_bf16_inference_refines_the_logits_and_fp32_leaves_them(spec: str) -> No
     assert half.describe()["logits"] == "fp32 for the top 8" and full.describe()["logits"] == "fp32"
     assert half.describe()["precision"] == "bf16"  # the model still computes in bf16
     assert refine_logits(half.model)  # idempotent: wrapped once
-    assert type(half.model.get_output_embeddings().head) is nn.Linear
+    assert isinstance(half.model.get_output_embeddings().head, nn.Linear)  # not wrapped twice
     inputs = half.tokenizer(DIALOGUES[:1], return_tensors="pt")
     if half.kind.name == "seq2seq":
         inputs["decoder_input_ids"] = torch.zeros((1, 2), dtype=torch.long)

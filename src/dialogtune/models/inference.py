@@ -25,6 +25,7 @@ from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.loading import choose_device, load_model
 from dialogtune.models.logits import refine_logits
 from dialogtune.models.mixed import mix_precision
+from dialogtune.models.packed import pack_linears
 from dialogtune.models.precision import DTYPES, resolve_precision
 from dialogtune.models.specs import resolve_spec
 
@@ -88,4 +89,5 @@ def load_for_adapters(
     ``adapter``: one attached now, unmerged, as the server attaches its adapters."""
     loaded = load_model(model, dtype=precision, device=device, adapter=adapter)
     refine_logits(loaded.model)
+    pack_linears(loaded.model)  # bf16 weights laid out once for the CPU kernel (models/packed.py)
     return loaded
