@@ -70,8 +70,7 @@ def _rss() -> dict[str, float]:
 def child_memory(mode: str, model: str, adapter_dirs: list[str]) -> dict[str, Any]:
     """Runs in a fresh process: hold the configuration, report memory."""
     from dialogtune.generation import GenerationSettings, generate
-    from dialogtune.models import load_model
-    from dialogtune.models.adapters import merge_adapter
+    from dialogtune.models.inference import load_for_adapters, load_for_inference
     from dialogtune.prompts import PromptTemplate
     from dialogtune.serving import AdapterRegistry
 
@@ -80,7 +79,7 @@ def child_memory(mode: str, model: str, adapter_dirs: list[str]) -> dict[str, An
     one_token = GenerationSettings(max_new_tokens=1)
     held: list[Any] = []
     if mode == "adapters":
-        registry = AdapterRegistry(load_model(model))
+        registry = AdapterRegistry(load_for_adapters(model))  # what `dialogtune serve --adapter ...` loads
         for i, path in enumerate(adapter_dirs):
             registry.load(f"a{i}", path)
         names = [None, *registry.infos]
@@ -90,8 +89,7 @@ def child_memory(mode: str, model: str, adapter_dirs: list[str]) -> dict[str, An
         held.append(registry)
     else:  # k independent models, each with its adapter merged in (what serving without LoRA sharing needs)
         for path in adapter_dirs:
-            loaded = load_model(model, adapter=path)
-            merge_adapter(loaded)
+            loaded = load_for_inference(model, adapter=path, merge="yes")  # `serve --merged`
             generate(loaded, ["#Person1#: Hi.\n#Person2#: Hello."], one_token, progress=False)
             held.append(loaded)
     after = _rss()
@@ -230,11 +228,14 @@ def child_throughput(
     import torch
 
     from dialogtune.models import load_model
+    from dialogtune.models.inference import load_for_adapters
     from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
 
     torch.set_num_threads(threads)
-    # The shipped defaults; today's server differs in precision and batching only.
-    registry = AdapterRegistry(load_model(model, dtype="auto" if mode == "shipped" else "fp32"))
+    # The shipped defaults (what `dialogtune serve --adapter ...` loads: bf16 weights in the CPU
+    # kernel's layout, fp32 top logits); today's server: fp32 weights, static micro-batches.
+    base = load_for_adapters(model) if mode == "shipped" else load_model(model, dtype="fp32")
+    registry = AdapterRegistry(base)
     for i, path in enumerate(adapter_dirs):
         registry.load(f"a{i}", path)
     loaded_rss = _rss()["rss_mb"]
