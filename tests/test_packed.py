@@ -99,3 +99,11 @@ def test_peft_attaches_to_packed_layers_and_computes_the_same() -> None:
         assert pack_linears(plain) > 0
         assert isinstance(plain.base_model.model.model.layers[0].self_attn.q_proj.base_layer, PackedLinear)
         assert torch.equal(plain(input_ids=ids).logits, expected)
+
+
+def test_packing_can_be_turned_off_to_save_memory(monkeypatch) -> None:
+    monkeypatch.setenv("DIALOGTUNE_PACKED_WEIGHTS", "0")
+    assert not packed.available()
+    assert type(pack(_linear(8, 8))) is nn.Linear
+    mixed = load_for_inference("random:tiny-llama", precision="bf16")
+    assert not any(isinstance(m, PackedLinear) for m in mixed.model.modules())

@@ -102,7 +102,25 @@ def mix_precision(model: nn.Module, dtype: torch.dtype) -> int:
             del low.weight
             low.register_buffer("weight", weight, persistent=False)
         base.set_output_embeddings(RefinedLogits(pack(low)))
+    _own_kept_tensors(base, dtype)
     return converted
+
+
+def _own_kept_tensors(model: nn.Module, dtype: torch.dtype) -> None:
+    """Copy the tensors left in fp32 (embeddings, norms) into memory of their own.
+
+    Weights loaded from safetensors are views of the memory-mapped file, and one view keeps the
+    whole mapping: the fp32 embeddings alone kept SmolLM2-135M's 538 MB file resident after its
+    linear weights had been converted (RSS 798 MB instead of 393 MB, measured). The copies let it
+    go; ties between parameters are kept (a shared parameter is one object)."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dtype != dtype:
+                parameter.data = parameter.data.clone()
+        for module in model.modules():
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.dtype != dtype:
+                    module._buffers[name] = buffer.clone()
 
 
 def product_dtype(model: nn.Module) -> torch.dtype | None:

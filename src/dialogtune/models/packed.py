@@ -16,12 +16,15 @@ that copied the whole 49k x 576 output weight first, 190 ms per prompt; the pack
 it as it is.
 
 Only for inference: a layer whose weight needs gradients, lives off the CPU or is not bf16 uses
-``F.linear`` as before. The blocked copy costs the layer's weight size again in memory. Writes
+``F.linear`` as before. The blocked copy costs the layer's weight size again in memory (270 MB
+for SmolLM2-135M); ``DIALOGTUNE_PACKED_WEIGHTS=0`` in the environment turns it off. Writes
 through ``weight.data`` (which PyTorch does not count as changes) are not seen: call
 :meth:`PackedLinear.unpack` after such a write.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
@@ -32,7 +35,10 @@ LAYOUT_ROWS = 16
 
 
 def available() -> bool:
-    """Whether this PyTorch has oneDNN with native bf16 on this CPU (else packing buys nothing)."""
+    """Whether this PyTorch has oneDNN with native bf16 on this CPU (else packing buys nothing),
+    and the user has not turned packing off (``DIALOGTUNE_PACKED_WEIGHTS=0``: saves the memory)."""
+    if os.environ.get("DIALOGTUNE_PACKED_WEIGHTS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
     mkldnn = getattr(torch.ops, "mkldnn", None)
     return bool(
         torch.backends.mkldnn.is_available()
