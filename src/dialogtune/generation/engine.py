@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +32,10 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from dialogtune.generation import uniform_rows
 from dialogtune.generation.ragged import ATTENTION, RaggedCache
 from dialogtune.generation.settings import GenerationSettings
+from dialogtune.generation.uniform_rows import BASE_ROW
 from dialogtune.methods import method_of_model
 from dialogtune.models.kinds import kind_for_config
 from dialogtune.models.loaded import innermost
@@ -187,7 +190,7 @@ class RaggedEngine:
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
-            **self._adapters([request] * rows),
+            batch=[request] * rows,
         )
         cache.finish("prefill", slot, len(request.prompt))
         self._choose([request], output.logits[:1, -1], on_token)
@@ -206,7 +209,7 @@ class RaggedEngine:
             cache=cache,
             use_cache=True,
             dialogtune_lengths=lengths,
-            **self._adapters(batch),
+            batch=batch,
         )
         cache.finish("decode", rows)
         self.steps += 1
@@ -236,10 +239,17 @@ class RaggedEngine:
 
     # ---- plumbing -------------------------------------------------------------------------------
 
-    def _adapters(self, batch: list[Request]) -> dict[str, Any]:
+    def _adapters(self, batch: list[Request]) -> tuple[dict[str, Any], AbstractContextManager[None]]:
+        """The forward pass's adapter arguments: PEFT's per-row names, or, when every row uses
+        one adapter, the direct path for it (same bits, without the per-row machinery:
+        :mod:`dialogtune.generation.uniform_rows`)."""
         if not self.per_row_adapters or not isinstance(self.model, PeftModel):
-            return {}
-        return {"adapter_names": [r.adapter or "__base__" for r in batch]}
+            return {}, nullcontext()
+        names = [r.adapter or BASE_ROW for r in batch]
+        # Checked at every step: a server may have loaded an adapter (new LoRA layers) since the last.
+        if len(set(names)) == 1 and uniform_rows.install(self.model):
+            return {}, uniform_rows.one_adapter(names[0])
+        return {"adapter_names": names}, nullcontext()
 
     def _cache(self, needed: int = 0) -> RaggedCache:
         """The cache, created on first use and grown (contents kept) when a request needs more room."""
@@ -267,13 +277,15 @@ class RaggedEngine:
         self.cache = grown
         return grown
 
-    def _forward(self, **inputs: Any) -> Any:
+    def _forward(self, batch: list[Request], **inputs: Any) -> Any:
         """One forward pass with the ragged attention (only for it: whatever runs between steps, a
         server's adapter load say, sees the model's own attention)."""
         config = self.config
         before = config._attn_implementation
         config._attn_implementation = ATTENTION
+        adapters, context = self._adapters(batch)
         try:
-            return self.model(**inputs)
+            with context:
+                return self.model(**inputs, **adapters)
         finally:
             config._attn_implementation = before

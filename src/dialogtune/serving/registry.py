@@ -4,6 +4,8 @@ The first adapter wraps the base in a ``PeftModel``; every later one is added wi
 ``load_adapter``. Nothing is ever merged or switched globally: each generate call
 names the adapter of every row (``adapter_names``, ``"__base__"`` for the bare
 base), so one batch may mix adapters and no call depends on ``set_adapter`` state.
+(The ragged engine runs a step whose rows all use one adapter through a direct path
+with the same arithmetic: :mod:`dialogtune.generation.uniform_rows`.)
 
 All adapters share the base's modules, so an adapter may only *add* LoRA layers.
 Adapters that would change what the others see (``modules_to_save``, trained biases,
@@ -43,6 +45,7 @@ from peft.utils.other import AuxiliaryTrainingWrapper
 
 from dialogtune.errors import ModelSpecError
 from dialogtune.generation import GenerationSettings, generate_ids
+from dialogtune.generation.uniform_rows import BASE_ROW
 from dialogtune.methods import all_methods, method_for_adapter_config
 from dialogtune.models.adapters import attach_adapter, check_adapter
 from dialogtune.models.contract import InferenceContract, read_contract
@@ -50,7 +53,6 @@ from dialogtune.models.loading import LoadedModel
 from dialogtune.prompts import PromptTemplate
 from dialogtune.serving.schemas import ADAPTER_NAME_PATTERN, AdapterInfo
 
-BASE_ROW = "__base__"  # PEFT's name for "no adapter" in adapter_names
 _PROBE = "#Person1#: Is this seat free?\n#Person2#: Yes, please sit down."
 _MAX_ADAPTER_FILES = 10_000  # an adapter folder holds a handful; a larger tree is not one
 
