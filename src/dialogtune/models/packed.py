@@ -79,10 +79,14 @@ class PackedLinear(nn.Linear):
         self._packed = None
 
 
+def _packable(module: nn.Module) -> bool:
+    return type(module) is nn.Linear and module.weight.dtype == torch.bfloat16
+
+
 def pack(linear: nn.Linear) -> nn.Linear:
     """Make plain ``linear`` a :class:`PackedLinear` in place (same parameters, same module
     object: wrappers and hooks holding it stay valid) when packing can help; returns it."""
-    if type(linear) is nn.Linear and linear.weight.dtype == torch.bfloat16 and available():
+    if _packable(linear) and available():
         linear.__class__ = PackedLinear
     return linear
 
@@ -91,13 +95,7 @@ def pack_linears(model: nn.Module) -> int:
     """:func:`pack` every plain bf16 linear layer of ``model``; returns how many."""
     if not available():
         return 0
-    count = 0
-    for module in model.modules():
-        if type(module) is nn.Linear and module.weight.dtype == torch.bfloat16:
-            pack(module)
-            count += 1
-    return count
-
-
-def is_packed(model: nn.Module) -> bool:
-    return any(isinstance(m, PackedLinear) for m in model.modules())
+    layers = [module for module in model.modules() if _packable(module)]
+    for layer in layers:
+        layer.__class__ = PackedLinear
+    return len(layers)
