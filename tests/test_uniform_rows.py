@@ -117,3 +117,24 @@ def test_a_lora_layer_of_another_kind_keeps_the_per_row_path(tmp_path) -> None:
         loaded, ids, GenerationSettings(max_new_tokens=3), progress=False, adapter_names=["default"]
     )
     assert result.texts and isinstance(result.texts[0], str)
+
+
+def test_the_engine_rechecks_the_layers_only_when_the_adapters_change(
+    adapter_dirs, tmp_path, monkeypatch
+) -> None:
+    """A server's engine lives across adapter loads: an adapter the direct path does not cover,
+    loaded between two steps, must switch it off; the module walk is not redone every step."""
+    from dialogtune.generation.engine import RaggedEngine
+
+    model = _registry(adapter_dirs, "fp32").loaded.model
+    walks = []
+    install = uniform_rows.install
+    monkeypatch.setattr(uniform_rows, "install", lambda m: walks.append(1) or install(m))
+    engine = RaggedEngine(model, [0], slots=2, per_row_adapters=True)
+    assert engine._direct_path() and engine._direct_path() and len(walks) == 1
+    emb = make_random_adapter("random:tiny-llama", tmp_path / "emb", target_modules=["embed_tokens"])
+    # Replaced under the same name (the registry's unload + load): a new config object, re-walked.
+    model.delete_adapter("a1")
+    model.load_adapter(str(emb), adapter_name="a1")
+    assert not engine._direct_path() and len(walks) == 2
+    assert not engine._direct_path() and len(walks) == 2  # unchanged since: no walk
