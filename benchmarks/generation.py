@@ -12,8 +12,11 @@ prompt unless a side says otherwise. Sides:
   (:mod:`dialogtune.generation.engine`), fp32 / bf16 as shipped;
 - ``engine-bf16-cast``: the engine with the whole model cast to bf16 (every activation rounded;
   what bf16 meant before the fp32 residual stream): what the fp32 residual stream costs;
-- ``engine-bf16-one-at-a-time``: the engine with one slot — its outputs must equal
-  ``engine-bf16``'s exactly (batch invariance, measured on the real model);
+- ``engine-bf16-one-at-a-time``: the engine with one slot and no draft tokens — its outputs must
+  equal ``engine-bf16``'s exactly (batch invariance, measured on the real model);
+- ``engine-bf16-one-at-a-time-drafts``: the same with the shipped draft tokens
+  (``generation.lookahead``, :mod:`dialogtune.generation.lookup`) — what a lone request gets: its
+  outputs must equal the side above's exactly, in fewer decode steps;
 - ``engine-bf16-lean-prompt``: the engine in bf16 with the shipped prompt (no default system
   message): the fast path as users get it.
 
@@ -98,7 +101,8 @@ def main() -> None:
         batch_size=args.batch_size,
         max_dialogue_tokens=args.max_dialogue_tokens,
     )
-    one = GenerationSettings(**{**settings.to_dict(), "batch_size": 1})
+    one = GenerationSettings(**{**settings.to_dict(), "batch_size": 1, "lookahead": 0})
+    one_drafts = GenerationSettings(**{**settings.to_dict(), "batch_size": 1})
     cast = load_for_adapters(args.model, precision="bf16")  # every weight and activation in bf16
     models = {
         "fp32": load_model(args.model, dtype="fp32"),
@@ -117,6 +121,9 @@ def main() -> None:
         "engine-bf16": lambda: generate(bf16, dialogues, settings, BEFORE, progress=False).texts,
         "engine-bf16-cast": lambda: generate(cast, dialogues, settings, BEFORE, progress=False).texts,
         "engine-bf16-one-at-a-time": lambda: generate(bf16, dialogues, one, BEFORE, progress=False).texts,
+        "engine-bf16-one-at-a-time-drafts": lambda: (
+            generate(bf16, dialogues, one_drafts, BEFORE, progress=False).texts
+        ),
         "engine-bf16-lean-prompt": lambda: generate(bf16, dialogues, settings, LEAN, progress=False).texts,
     }
     if args.sides:
@@ -151,6 +158,17 @@ def main() -> None:
             a == b for a, b in zip(texts["engine-bf16"], texts["engine-bf16-one-at-a-time"])
         )
         if {"engine-bf16", "engine-bf16-one-at-a-time"} <= set(texts)
+        else None,
+        "drafts_equal_no_drafts": sum(
+            a == b
+            for a, b in zip(texts["engine-bf16-one-at-a-time"], texts["engine-bf16-one-at-a-time-drafts"])
+        )
+        if {"engine-bf16-one-at-a-time", "engine-bf16-one-at-a-time-drafts"} <= set(texts)
+        else None,
+        "drafts_speedup_one_at_a_time": round(
+            seconds["engine-bf16-one-at-a-time"] / seconds["engine-bf16-one-at-a-time-drafts"], 2
+        )
+        if {"engine-bf16-one-at-a-time", "engine-bf16-one-at-a-time-drafts"} <= set(texts)
         else None,
         "notebook_equals_batched_fp32": sum(a == b for a, b in zip(texts["notebook"], reference))
         if "notebook" in texts

@@ -32,7 +32,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from dialogtune.generation import uniform_rows
+from dialogtune.generation import lookup, uniform_rows
 from dialogtune.generation.ragged import ATTENTION, RaggedCache
 from dialogtune.generation.settings import GenerationSettings
 from dialogtune.generation.uniform_rows import BASE_ROW
@@ -108,17 +108,26 @@ class RaggedEngine:
     """Runs :class:`Request` objects through ``model`` in up to ``slots`` cache slots."""
 
     def __init__(
-        self, model: torch.nn.Module, stop_ids: Iterable[int], slots: int, *, per_row_adapters: bool = False
+        self,
+        model: torch.nn.Module,
+        stop_ids: Iterable[int],
+        slots: int,
+        *,
+        per_row_adapters: bool = False,
+        lookahead: int = 0,
     ) -> None:
         """``per_row_adapters``: each request names its PEFT adapter (``None``: the bare base), as
-        in a server holding several; otherwise the model runs as it is."""
+        in a server holding several; otherwise the model runs as it is. ``lookahead``: up to this
+        many draft tokens per sequence and step, copied from its own text (:mod:`.lookup`)."""
         self.model = model
+        self.lookahead = lookahead
         self.stop_ids = {int(i) for i in stop_ids}
         self.slots = slots
         self.cache: RaggedCache | None = None
         self.config = innermost(model).config
         self.per_row_adapters = per_row_adapters
         self.steps = 0  # decode steps run (for statistics)
+        self.drafted = self.accepted = 0  # draft tokens checked, and those that were right
         # (model, its adapter configs, whether uniform_rows covers every adapter layer): see _direct_path()
         self._direct: tuple[torch.nn.Module, list[tuple[str, Any]], bool] | None = None
 
@@ -198,6 +207,10 @@ class RaggedEngine:
         self._choose([request], output.logits[:1, -1], on_token)
 
     def _decode(self, active: list[Request], on_token: Callable[[Request, int], None] | None) -> None:
+        drafts = self._drafts(active)
+        if any(drafts):
+            self._decode_drafts(active, drafts, on_token)
+            return
         cache = self._cache()
         live = len(active)
         rows = torch.arange(live) if live > 1 else torch.zeros(2, dtype=torch.long)
@@ -217,27 +230,94 @@ class RaggedEngine:
         self.steps += 1
         self._choose(active, output.logits[:live, -1], on_token)
 
+    def _drafts(self, active: list[Request]) -> list[list[int]]:
+        """Each request's draft: what followed the last time its latest tokens occurred."""
+        # Draft rows are cheap only while the step's products stay bound by reading the weights:
+        # a few rows in all (lookup.ROWS). A step yields at most 1 + len(draft) tokens: never
+        # more than the request may still have.
+        spare = lookup.ROWS - len(active) if self.lookahead else 0
+        drafts: list[list[int]] = []
+        if spare <= 0:
+            return [[] for _ in active]
+        for r in active:
+            drafted = lookup.draft(
+                r.prompt + r.tokens, min(self.lookahead, spare, r.max_new_tokens - len(r.tokens) - 1)
+            )
+            spare -= len(drafted)
+            drafts.append(drafted)
+        return drafts
+
+    def _decode_drafts(
+        self, active: list[Request], drafts: list[list[int]], on_token: Callable[[Request, int], None] | None
+    ) -> None:
+        """One step that also checks each request's draft: every draft token is one more row, fed
+        the token at its own position in its request's slot, so row j of a request computes what
+        the j-th next plain step would compute, bit for bit (rows do not see each other: see
+        ragged.py). The request keeps its tokens up to the first one the draft got wrong."""
+        cache = self._cache()
+        slots: list[int] = []
+        inputs: list[int] = []
+        batch: list[Request] = []
+        for slot, (request, draft) in enumerate(zip(active, drafts)):
+            slots += [slot] * (1 + len(draft))
+            inputs += [request.tokens[-1], *draft]
+            batch += [request] * (1 + len(draft))
+        starts = cache.lengths[: len(active)].tolist()
+        rows = torch.tensor(slots, dtype=torch.long)
+        positions = torch.tensor(
+            [start + j for start, draft in zip(starts, drafts) for j in range(1 + len(draft))],
+            dtype=torch.long,
+        )
+        lengths = cache.begin_decode(rows, positions)
+        output = self._forward(
+            input_ids=torch.tensor(inputs, dtype=torch.long).view(-1, 1),
+            position_ids=positions.view(-1, 1),
+            cache=cache,
+            use_cache=True,
+            dialogtune_lengths=lengths,
+            batch=batch,
+        )
+        self.steps += 1
+        logits = output.logits[:, -1]
+        row = 0
+        for slot, (request, draft) in enumerate(zip(active, drafts)):
+            used = 0
+            for expected in [*draft, None]:
+                token = self._choose_one(request, logits[row + used], on_token)
+                used += 1
+                if request.finished or token != expected:
+                    break
+            cache.settle(slot, starts[slot] + used, starts[slot] + 1 + len(draft))
+            self.drafted += len(draft)
+            self.accepted += used - 1
+            row += 1 + len(draft)
+
     def _choose(
         self, requests: list[Request], logits: torch.Tensor, on_token: Callable[[Request, int], None] | None
     ) -> None:
-        logits = logits.float()
         for request, row in zip(requests, logits):
-            scores = row.unsqueeze(0)
-            if request.processors is not None:
-                seen = torch.tensor([request.prompt + request.tokens], dtype=torch.long)
-                scores = request.processors(seen, scores)
-            if request.generator is not None:
-                probs = torch.softmax(scores, dim=-1)
-                token = int(torch.multinomial(probs[0], 1, generator=request.generator))
-            else:
-                token = int(scores[0].argmax())
-            request.tokens.append(token)
-            if token in self.stop_ids:
-                request.finished = request.stopped_by_eos = True
-            elif len(request.tokens) >= request.max_new_tokens:
-                request.finished = True
-            if on_token is not None:
-                on_token(request, token)
+            self._choose_one(request, row, on_token)
+
+    def _choose_one(
+        self, request: Request, logits: torch.Tensor, on_token: Callable[[Request, int], None] | None
+    ) -> int:
+        scores = logits.float().unsqueeze(0)
+        if request.processors is not None:
+            seen = torch.tensor([request.prompt + request.tokens], dtype=torch.long)
+            scores = request.processors(seen, scores)
+        if request.generator is not None:
+            probs = torch.softmax(scores, dim=-1)
+            token = int(torch.multinomial(probs[0], 1, generator=request.generator))
+        else:
+            token = int(scores[0].argmax())
+        request.tokens.append(token)
+        if token in self.stop_ids:
+            request.finished = request.stopped_by_eos = True
+        elif len(request.tokens) >= request.max_new_tokens:
+            request.finished = True
+        if on_token is not None:
+            on_token(request, token)
+        return token
 
     # ---- plumbing -------------------------------------------------------------------------------
 

@@ -90,6 +90,7 @@ class RaggedCache:
         self.phase: tuple[str, Any] = ("idle", None)
         self._span = 0
         self._prefix = False
+        self._positions = torch.zeros(0, dtype=torch.long, device=device)  # where a decode step writes
 
     @property
     def capacity(self) -> int:
@@ -111,11 +112,18 @@ class RaggedCache:
     def begin_prefill(self, slot: int) -> None:
         self.phase = ("prefill", slot)
 
-    def begin_decode(self, rows: torch.Tensor) -> torch.Tensor:
-        """Prepare a decode step for ``rows``; returns each row's key count after the step."""
+    def begin_decode(self, rows: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Prepare a decode step for ``rows``; returns each row's key count after the step.
+
+        ``positions``: where each row's key goes (default: its slot's length). A slot may then
+        appear in several rows, at consecutive positions: the tokens of a draft, each row
+        attending to the keys before its own and its own (see :meth:`settle`)."""
         self.phase = ("decode", rows)
-        self._prefix = bool(torch.equal(rows, torch.arange(len(rows), device=rows.device)))
-        after = self.lengths[rows] + 1
+        self._positions = self.lengths[rows] if positions is None else positions
+        self._prefix = positions is None and bool(
+            torch.equal(rows, torch.arange(len(rows), device=rows.device))
+        )
+        after = self._positions + 1
         self._span = min(_align(int(after.max())), self.capacity)
         return after
 
@@ -129,7 +137,7 @@ class RaggedCache:
             keys[where, :, :n] = key_states[0].to(keys.dtype)
             values[where, :, :n] = value_states[0].to(values.dtype)
             return key_states, value_states  # the prompt attends to itself only
-        position = self.lengths[where]
+        position = self._positions
         keys[where, :, position] = key_states[:, :, 0].to(keys.dtype)
         values[where, :, position] = value_states[:, :, 0].to(values.dtype)
         if self._prefix:  # the live slots are 0..rows-1: views, no copies
@@ -141,6 +149,15 @@ class RaggedCache:
             self.lengths[slot_or_rows] = tokens
         else:
             self.lengths[slot_or_rows] += 1
+        self.phase = ("idle", None)
+
+    def settle(self, slot: int, length: int, written: int) -> None:
+        """After a step with explicit positions: ``slot`` keeps its first ``length`` keys; the
+        ones written beyond, up to ``written`` (a rejected draft), go back to zeros."""
+        for keys, values in self.allocated():
+            keys[slot, :, length:written] = 0
+            values[slot, :, length:written] = 0
+        self.lengths[slot] = length
         self.phase = ("idle", None)
 
     def move(self, source: int, target: int) -> None:

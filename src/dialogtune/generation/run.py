@@ -151,5 +151,9 @@ def _generate_ragged(
         finished([request.index], [text], [len(request.tokens)])
 
     engine.RaggedEngine(
-        loaded.model, stops, slots=settings.batch_size, per_row_adapters=adapter_names is not None
+        loaded.model,
+        stops,
+        slots=settings.batch_size,
+        per_row_adapters=adapter_names is not None,
+        lookahead=settings.lookahead,
     ).run(requests, on_done=done)

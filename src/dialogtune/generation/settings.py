@@ -15,6 +15,7 @@ ENGINES = ("auto", "generate")
 MAX_BEAMS = 256  # wider than any decoding uses; each beam costs a copy of the generation state
 _MAX_INT = 2**31 - 1
 _INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", "max_dialogue_tokens")
+MAX_LOOKAHEAD = 64
 
 
 @dataclass
@@ -47,6 +48,13 @@ class GenerationSettings:
             "or generate (transformers' generate in static batches, the reference implementation)"
         },
     )
+    lookahead: int = field(
+        default=2,
+        metadata={
+            "help": "while few sequences decode, also check up to this many draft tokens per step, "
+            "copied from the dialogue (prompt lookup); the output is the same, token for token; 0: off"
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={
@@ -68,6 +76,7 @@ class GenerationSettings:
             "max_dialogue_tokens": self.max_dialogue_tokens is None or self.max_dialogue_tokens >= 1,
             "precision": self.precision in PRECISIONS,
             "engine": self.engine in ENGINES,
+            "lookahead": 0 <= self.lookahead <= MAX_LOOKAHEAD,
         }
         # Beyond these, torch's integer arguments overflow (a traceback), or memory runs out first.
         checks["num_beams"] = checks["num_beams"] and self.num_beams <= MAX_BEAMS

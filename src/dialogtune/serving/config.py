@@ -61,6 +61,13 @@ class ServingConfig:
             "1 handles requests one by one)"
         },
     )
+    lookahead: int = field(
+        default=2,
+        metadata={
+            "help": "decoder-only models: while few requests decode, also check up to this many draft "
+            "tokens per step, copied from the dialogue (prompt lookup; same output, lower latency); 0: off"
+        },
+    )
     max_wait_ms: float = field(
         default=10.0,
         metadata={"help": "encoder-decoder models: how long an idle server waits for more requests to batch"},
@@ -103,6 +110,7 @@ class ServingConfig:
             "default_max_new_tokens": (1, self.max_new_tokens_limit),
             "max_new_tokens_limit": (1, schemas.MAX_NEW_TOKENS),
             "max_batch_size": (1, 1024),
+            "lookahead": (0, 64),
             "max_queued_dialogues": (1, 1_000_000),
             "max_request_cost": (1, 10**12),
             "max_adapters": (1, 1024),

@@ -74,8 +74,11 @@ class ContinuousBatcher:
         *,
         max_batch_size: int = 16,
         max_queued: int = 512,
+        lookahead: int = 0,
     ) -> None:
+        """``lookahead``: draft tokens per step while few requests decode (the engine's)."""
         self.registry = registry
+        self.lookahead = lookahead
         self.build_prompts = build_prompts
         self.max_batch_size = max_batch_size
         self.max_queued = max_queued
@@ -181,6 +184,7 @@ class ContinuousBatcher:
                     stop_ids(self.registry.loaded),
                     slots=self.max_batch_size,
                     per_row_adapters=True,
+                    lookahead=self.lookahead,
                 )
             try:
                 engine.run(

@@ -1,0 +1,126 @@
+"""Draft tokens from prompt lookup: fewer decode steps, the same tokens to the bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dialogtune.errors import ConfigError
+from dialogtune.generation import GenerationSettings, build_prompts, lookup
+from dialogtune.generation.engine import RaggedEngine, make_request
+from dialogtune.models import load_model
+from dialogtune.prompts import PromptTemplate
+from dialogtune.serving.config import ServingConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DIALOGUES = [
+    "#Person1#: Hello, how are you?\n#Person2#: Fine, thanks.",
+    "#Person1#: Could you help me carry these boxes upstairs to the office?\n#Person2#: Sure, give me one.",
+    "#Person1#: Lunch?\n#Person2#: Yes.",
+    "#Person1#: I lost my keys somewhere in the park this morning.\n#Person2#: Let's go and look.",
+    "#Person1#: What time is it?\n#Person2#: Nine.",
+]
+
+
+def test_the_draft_is_what_followed_the_latest_occurrence_of_the_longest_suffix():
+    assert lookup.draft([5, 6, 7, 1, 5, 6, 8, 2, 5, 6], 3) == [8, 2, 5]  # latest "5 6", not the first
+    assert lookup.draft([1, 2, 3, 9, 9, 2, 3, 4, 4, 1, 2, 3], 2) == [9, 9]  # "1 2 3" beats "2 3"
+    assert lookup.draft([4, 7, 1, 2, 7], 5) == [1, 2, 7]  # stops at the sequence's end
+    assert lookup.draft([1, 2, 3, 4], 3) == []  # no earlier occurrence
+    assert lookup.draft([1, 2, 1], 0) == [] and lookup.draft([1], 2) == []
+
+
+def _prompts(loaded):
+    texts = build_prompts(loaded, DIALOGUES, PromptTemplate(), 1024)
+    return loaded.kind.encode_prompts(loaded.tokenizer, texts)
+
+
+def _run(loaded, prompts, settings, *, slots, lookahead, on_step=None):
+    engine = RaggedEngine(loaded.model, {-1}, slots=slots, lookahead=lookahead)
+    requests = [make_request(i, p, settings) for i, p in enumerate(prompts)]
+    engine.run(requests, on_step=on_step and (lambda rows: on_step(engine)))
+    return [r.tokens for r in requests], engine
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3}, {"do_sample": True, "seed": 3, "top_k": 20}],
+    ids=["greedy", "processors", "sampling"],
+)
+def test_drafts_change_the_steps_not_the_tokens(precision, changes):
+    loaded = load_model("random:tiny-llama", dtype=precision)
+    prompts = _prompts(loaded)
+    settings = GenerationSettings(max_new_tokens=24, precision=precision, **changes)
+    plain, plain_engine = _run(loaded, prompts, settings, slots=1, lookahead=0)
+    for slots in (1, 2, 3):
+        tokens, engine = _run(loaded, prompts, settings, slots=slots, lookahead=3)
+        assert tokens == plain, slots
+        if slots == 1:  # a lone sequence always drafts: some guesses were right, steps were saved
+            assert engine.accepted > 0 and engine.drafted > engine.accepted
+            assert engine.steps == plain_engine.steps - engine.accepted
+    assert plain_engine.drafted == 0
+
+
+def test_rejected_drafts_leave_zeros_behind():
+    """The cache's unused tail must stay zero (ragged.py's exactness argument and its slot moves)."""
+    loaded = load_model("random:tiny-llama", dtype="fp32")
+    checked = []
+
+    def check(engine):
+        cache = engine.cache
+        for keys, values in cache.allocated():
+            for slot, length in enumerate(cache.lengths.tolist()):
+                assert not keys[slot, :, length:].any() and not values[slot, :, length:].any()
+        checked.append(engine.drafted - engine.accepted)
+
+    _run(loaded, _prompts(loaded), GenerationSettings(max_new_tokens=20), slots=2, lookahead=3, on_step=check)
+    assert checked and checked[-1] > 0  # some drafts were rejected, and checked after
+
+
+def test_drafts_only_while_the_step_is_small():
+    loaded = load_model("random:tiny-llama", dtype="fp32")
+    engine = RaggedEngine(loaded.model, {-1}, slots=8, lookahead=5)
+    settings = GenerationSettings(max_new_tokens=30)
+    looping = make_request(0, [7, 8, 9, 7, 8, 9, 7, 8], settings)  # "9 7 8 9 7 8" would come next
+    looping.tokens = [9]
+    assert engine._drafts([looping]) == [[7, 8, 9]]  # ROWS - 1 = 3 draft rows
+    assert engine._drafts([looping] * 2) == [[7, 8], []]
+    assert engine._drafts([looping] * lookup.ROWS) == [[]] * lookup.ROWS
+    looping.tokens = [9] * 28  # 2 tokens left: a 1-token draft at most
+    assert engine._drafts([looping]) == [[9]]
+    assert RaggedEngine(loaded.model, {-1}, slots=8)._drafts([looping]) == [[]]  # lookahead 0: off
+
+
+@pytest.mark.parametrize("value", [-1, 65])
+def test_bad_lookahead(value):
+    with pytest.raises(ConfigError, match="lookahead"):
+        GenerationSettings(lookahead=value)
+    with pytest.raises(ConfigError, match="lookahead"):
+        ServingConfig(lookahead=value)
+
+
+def test_per_row_adapters_with_drafts(tmp_path):
+    from dialogtune.models.inference import load_for_adapters
+    from dialogtune.serving import AdapterRegistry
+    from dialogtune.serving.demo_adapters import make_random_adapter
+
+    registry = AdapterRegistry(load_for_adapters("random:tiny-llama", precision="bf16"))
+    for i in range(2):
+        registry.load(f"a{i}", str(make_random_adapter("random:tiny-llama", tmp_path / f"a{i}", seed=i + 1)))
+    model, prompts = registry.loaded.model, _prompts(registry.loaded)
+    settings = GenerationSettings(max_new_tokens=16)
+    names = ["a0", None, "a1", "a0", None]
+
+    def run(slots, lookahead):
+        engine = RaggedEngine(model, {-1}, slots=slots, per_row_adapters=True, lookahead=lookahead)
+        requests = [make_request(i, p, settings, names[i]) for i, p in enumerate(prompts)]
+        with torch.inference_mode():
+            engine.run(requests)
+        return [r.tokens for r in requests], engine
+
+    plain, _ = run(1, 0)
+    for slots in (1, 3):
+        tokens, engine = run(slots, 3)
+        assert tokens == plain and engine.drafted > 0
