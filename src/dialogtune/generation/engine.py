@@ -9,7 +9,9 @@ Exactness comes from :mod:`dialogtune.generation.ragged`: a sequence's tokens do
 the batch size, the order, or the other sequences — greedy output equals one-at-a-time output
 at any precision. Greedy decoding, repetition penalty, no-repeat n-grams and sampling
 (temperature, top-k, top-p; one seeded generator per request) use transformers' own logits
-processors. Beam search and encoder-decoder models take transformers' ``generate``
+processors. While few sequences decode, a step also checks draft tokens copied from each
+sequence's own text (:mod:`dialogtune.generation.lookup`): more tokens per step, the same tokens.
+Beam search and encoder-decoder models take transformers' ``generate``
 (:mod:`dialogtune.generation.batched`).
 """
 
@@ -231,21 +233,14 @@ class RaggedEngine:
         self._choose(active, output.logits[:live, -1], on_token)
 
     def _drafts(self, active: list[Request]) -> list[list[int]]:
-        """Each request's draft: what followed the last time its latest tokens occurred."""
-        # Draft rows are cheap only while the step's products stay bound by reading the weights:
-        # a few rows in all (lookup.ROWS). A step yields at most 1 + len(draft) tokens: never
-        # more than the request may still have.
-        spare = lookup.ROWS - len(active) if self.lookahead else 0
-        drafts: list[list[int]] = []
-        if spare <= 0:
+        """Each request's draft for this step (empty while the step is too large: lookup.ROWS)."""
+        if not self.lookahead or len(active) >= lookup.ROWS:
             return [[] for _ in active]
-        for r in active:
-            drafted = lookup.draft(
-                r.prompt + r.tokens, min(self.lookahead, spare, r.max_new_tokens - len(r.tokens) - 1)
-            )
-            spare -= len(drafted)
-            drafts.append(drafted)
-        return drafts
+        return lookup.drafts(
+            [r.prompt + r.tokens for r in active],
+            [r.max_new_tokens - len(r.tokens) - 1 for r in active],  # a step yields 1 + len(draft)
+            self.lookahead,
+        )
 
     def _decode_drafts(
         self, active: list[Request], drafts: list[list[int]], on_token: Callable[[Request, int], None] | None

@@ -37,3 +37,16 @@ def draft(sequence: list[int], limit: int) -> list[int]:
             if sequence[start] == first and sequence[start : start + size] == suffix:
                 return sequence[start + size : start + size + limit]
     return []
+
+
+def drafts(sequences: list[list[int]], rooms: list[int], lookahead: int) -> list[list[int]]:
+    """The drafts of one decode step: up to ``lookahead`` tokens per sequence, at most ``rooms[i]``
+    for sequence ``i``, and at most ``ROWS`` rows in all (one per sequence, one per draft token).
+    Sequences earlier in the list draft first."""
+    spare = ROWS - len(sequences)
+    out: list[list[int]] = []
+    for sequence, room in zip(sequences, rooms):
+        drafted = draft(sequence, min(lookahead, spare, room))
+        spare -= len(drafted)
+        out.append(drafted)
+    return out
