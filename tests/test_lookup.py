@@ -79,7 +79,8 @@ def test_rejected_drafts_leave_zeros_behind():
     assert checked and checked[-1] > 0  # some drafts were rejected, and checked after
 
 
-def test_drafts_only_while_the_step_is_small():
+def test_drafts_only_while_the_step_is_small(monkeypatch):
+    monkeypatch.setattr(lookup, "ROWS", 4)
     loaded = load_model("random:tiny-llama", dtype="fp32")
     engine = RaggedEngine(loaded.model, {-1}, slots=8, lookahead=5)
     settings = GenerationSettings(max_new_tokens=30)
@@ -124,3 +125,15 @@ def test_per_row_adapters_with_drafts(tmp_path):
     for slots in (1, 3):
         tokens, engine = run(slots, 3)
         assert tokens == plain and engine.drafted > 0
+
+
+def test_rows_are_grouped_so_that_slots_are_read_as_views():
+    from dialogtune.generation.ragged import row_groups
+
+    def shape(groups):
+        return [(a, b, s if isinstance(s, slice) else s.tolist()) for a, b, s in groups]
+
+    assert shape(row_groups([0, 1, 2])) == [(0, 3, slice(0, 3))]  # a plain step: one view
+    assert shape(row_groups([0, 0])) == [(0, 1, slice(0, 1)), (1, 2, slice(0, 1))]  # a lone sequence
+    # first rows of three sequences, second rows of 0 and 2, third row of 2
+    assert shape(row_groups([0, 1, 2, 0, 2, 2])) == [(0, 3, slice(0, 3)), (3, 5, [0, 2]), (5, 6, slice(2, 3))]

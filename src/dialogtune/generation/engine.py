@@ -226,6 +226,7 @@ class RaggedEngine:
             cache=cache,
             use_cache=True,
             dialogtune_lengths=lengths,
+            dialogtune_groups=cache.groups,
             batch=batch,
         )
         cache.finish("decode", rows)
@@ -250,19 +251,20 @@ class RaggedEngine:
         the j-th next plain step would compute, bit for bit (rows do not see each other: see
         ragged.py). The request keeps its tokens up to the first one the draft got wrong."""
         cache = self._cache()
-        slots: list[int] = []
-        inputs: list[int] = []
-        batch: list[Request] = []
-        for slot, (request, draft) in enumerate(zip(active, drafts)):
-            slots += [slot] * (1 + len(draft))
-            inputs += [request.tokens[-1], *draft]
-            batch += [request] * (1 + len(draft))
         starts = cache.lengths[: len(active)].tolist()
-        rows = torch.tensor(slots, dtype=torch.long)
-        positions = torch.tensor(
-            [start + j for start, draft in zip(starts, drafts) for j in range(1 + len(draft))],
-            dtype=torch.long,
-        )
+        # Row order: every sequence's first row, then the second rows of those with a draft, and
+        # so on: each run of rows reads distinct slots, mostly as views (ragged.row_groups).
+        order = [
+            (slot, j)
+            for j in range(1 + max(len(d) for d in drafts))
+            for slot, draft in enumerate(drafts)
+            if j <= len(draft)
+        ]
+        row_of = {where: row for row, where in enumerate(order)}
+        inputs = [active[slot].tokens[-1] if j == 0 else drafts[slot][j - 1] for slot, j in order]
+        batch = [active[slot] for slot, _ in order]
+        rows = torch.tensor([slot for slot, _ in order], dtype=torch.long)
+        positions = torch.tensor([starts[slot] + j for slot, j in order], dtype=torch.long)
         lengths = cache.begin_decode(rows, positions)
         output = self._forward(
             input_ids=torch.tensor(inputs, dtype=torch.long).view(-1, 1),
@@ -270,22 +272,21 @@ class RaggedEngine:
             cache=cache,
             use_cache=True,
             dialogtune_lengths=lengths,
+            dialogtune_groups=cache.groups,
             batch=batch,
         )
         self.steps += 1
         logits = output.logits[:, -1]
-        row = 0
         for slot, (request, draft) in enumerate(zip(active, drafts)):
             used = 0
             for expected in [*draft, None]:
-                token = self._choose_one(request, logits[row + used], on_token)
+                token = self._choose_one(request, logits[row_of[slot, used]], on_token)
                 used += 1
                 if request.finished or token != expected:
                     break
             cache.settle(slot, starts[slot] + used, starts[slot] + 1 + len(draft))
             self.drafted += len(draft)
             self.accepted += used - 1
-            row += 1 + len(draft)
 
     def _choose(
         self, requests: list[Request], logits: torch.Tensor, on_token: Callable[[Request, int], None] | None

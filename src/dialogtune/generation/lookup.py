@@ -19,7 +19,7 @@ from __future__ import annotations
 
 MAX_MATCH = 3  # the longest suffix looked up
 MIN_MATCH = 1  # one matching token is enough: a wrong guess costs little in a step this small
-ROWS = 4  # drafts only while a step has at most this many rows (sequences + draft tokens)
+ROWS = 8  # drafts only while a step has at most this many rows (sequences + draft tokens)
 
 
 def draft(sequence: list[int], limit: int) -> list[int]:

@@ -33,6 +33,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "dialogtune_ragged"
 ALIGN = 64  # decode attends over a multiple of this many positions (see the module docstring)
+Group = tuple[int, int, "slice | torch.Tensor"]  # rows [start, stop) and the cache slots they read
 
 
 def ragged_attention(
@@ -44,25 +45,58 @@ def ragged_attention(
     dropout: float = 0.0,
     scaling: float | None = None,
     dialogtune_lengths: torch.Tensor | None = None,
+    dialogtune_groups: list[Group] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Prefill (one prompt, no padding): SDPA's causal kernel. Decode: exact masked attention
-    over each row's first ``dialogtune_lengths[row]`` keys."""
-    if dialogtune_lengths is None:  # a prompt on its own
+    over each row's first ``dialogtune_lengths[row]`` keys; ``key``/``value`` hold every slot
+    and ``dialogtune_groups`` says which slot each row reads (:meth:`RaggedCache.begin_decode`)."""
+    if dialogtune_lengths is None or dialogtune_groups is None:  # a prompt on its own
         return sdpa_attention_forward(
             module, query, key, value, None, dropout, scaling, is_causal=True, **kwargs
         )
     rows, heads, _, dim = query.shape
-    kv_heads, positions = key.shape[1], key.shape[2]
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
+    parts = [
+        _attend(query[start:stop], key[slots], value[slots], dialogtune_lengths[start:stop], scale)
+        for start, stop, slots in dialogtune_groups
+    ]
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out.reshape(rows, heads, 1, dim).transpose(1, 2), None
+
+
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Row r's query against its own slot's keys (``key[r]``), the first ``lengths[r]`` of them."""
+    rows, heads, _, dim = query.shape
+    kv_heads, positions = key.shape[1], key.shape[2]
     with torch.autocast(query.device.type, enabled=False):  # fp32 here, even under bf16 autocast
         grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim).float()
         # scores: (rows, kv_heads, group, positions); out: (rows, kv_heads, group, dim)
         scores = torch.matmul(grouped, key.float().transpose(-1, -2)) * scale
-        unused = torch.arange(positions, device=key.device) >= dialogtune_lengths.view(rows, 1, 1, 1)
+        unused = torch.arange(positions, device=key.device) >= lengths.view(rows, 1, 1, 1)
         weights = torch.softmax(scores.masked_fill(unused, float("-inf")), dim=-1)
-        out = torch.matmul(weights, value.float()).to(query.dtype)
-    return out.reshape(rows, heads, 1, dim).transpose(1, 2), None
+        return torch.matmul(weights, value.float()).to(query.dtype)
+
+
+def row_groups(slots: list[int]) -> list[Group]:
+    """``slots`` (each row's slot, in row order) cut into runs of rows whose slots do not repeat.
+
+    A run's slots are a slice of the cache when they are consecutive (a view: no copy), else an
+    index (a copy). A plain step (slots 0..n-1) is one run; a lone sequence's two identical rows
+    are two runs of one view each; a step with drafts lists each sequence's first row, then each
+    second row, and so on (the engine's order), so most runs are views too."""
+    groups: list[Group] = []
+    start = 0
+    for stop in range(1, len(slots) + 1):
+        if stop < len(slots) and slots[stop] not in slots[start:stop]:
+            continue
+        run = slots[start:stop]
+        consecutive = run == list(range(run[0], run[0] + len(run)))
+        groups.append((start, stop, slice(run[0], run[0] + len(run)) if consecutive else torch.tensor(run)))
+        start = stop
+    return groups
 
 
 AttentionInterface.register(ATTENTION, ragged_attention)
@@ -89,7 +123,7 @@ class RaggedCache:
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # tokens stored per slot
         self.phase: tuple[str, Any] = ("idle", None)
         self._span = 0
-        self._prefix = False
+        self.groups: list[Group] = []  # the decode step's rows, by slot (row_groups)
         self._positions = torch.zeros(0, dtype=torch.long, device=device)  # where a decode step writes
 
     @property
@@ -120,9 +154,7 @@ class RaggedCache:
         attending to the keys before its own and its own (see :meth:`settle`)."""
         self.phase = ("decode", rows)
         self._positions = self.lengths[rows] if positions is None else positions
-        self._prefix = positions is None and bool(
-            torch.equal(rows, torch.arange(len(rows), device=rows.device))
-        )
+        self.groups = row_groups(rows.tolist())
         after = self._positions + 1
         self._span = min(_align(int(after.max())), self.capacity)
         return after
@@ -140,9 +172,8 @@ class RaggedCache:
         position = self._positions
         keys[where, :, position] = key_states[:, :, 0].to(keys.dtype)
         values[where, :, position] = value_states[:, :, 0].to(values.dtype)
-        if self._prefix:  # the live slots are 0..rows-1: views, no copies
-            return keys[: len(where), :, : self._span], values[: len(where), :, : self._span]
-        return keys[where, :, : self._span], values[where, :, : self._span]
+        # Every slot: the attention picks each row's (self.groups, passed by the engine).
+        return keys[:, :, : self._span], values[:, :, : self._span]
 
     def finish(self, kind: str, slot_or_rows: Any, tokens: int = 1) -> None:
         if kind == "prefill":
