@@ -10,9 +10,10 @@ token and bit for bit, and only the number of forward passes changes.
 
 An extra row is not free: drafts pay only while a step's products are bound by reading the
 weights, not by arithmetic — a step of a few rows. Measured on SmolLM2-135M (bf16, one CPU
-thread): a lone sequence, which runs as two identical rows anyway (ragged.py), gains most from
-two draft tokens in its second row's place (1.4-1.55x with an adapter, 1.2x zero-shot); two
-sequences 1.14x; four sequences already lose (0.89x), sixteen lose more (0.75x). Hence ``ROWS``.
+thread, all outputs identical): a lone sequence, which runs as two identical rows anyway
+(ragged.py), gains most, 1.4x with an adapter and 1.2x zero-shot with two draft tokens; two
+sequences 1.28x; four 1.05x; sixteen nothing (1.00x with one draft token each, 0.87-0.98x with
+two). Hence ``ROWS``.
 """
 
 from __future__ import annotations
