@@ -22,6 +22,17 @@ def dialogsum_dir() -> Path:
     return DIALOGSUM_DIR
 
 
+@pytest.fixture(scope="session")
+def tiny_adapters(tmp_path_factory) -> dict[str, str]:
+    """Two random LoRA adapters for ``random:tiny-llama``, "a0" and "a1" (seeds 1 and 2)."""
+    from dialogtune.serving.demo_adapters import make_random_adapter
+
+    root = tmp_path_factory.mktemp("tiny-adapters")
+    return {
+        f"a{i}": str(make_random_adapter("random:tiny-llama", root / f"a{i}", seed=i + 1)) for i in range(2)
+    }
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run tiny-model tests on one torch thread, restored afterwards.

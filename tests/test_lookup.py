@@ -102,14 +102,13 @@ def test_bad_lookahead(value):
         ServingConfig(lookahead=value)
 
 
-def test_per_row_adapters_with_drafts(tmp_path):
+def test_per_row_adapters_with_drafts(tiny_adapters):
     from dialogtune.models.inference import load_for_adapters
     from dialogtune.serving import AdapterRegistry
-    from dialogtune.serving.demo_adapters import make_random_adapter
 
     registry = AdapterRegistry(load_for_adapters("random:tiny-llama", precision="bf16"))
-    for i in range(2):
-        registry.load(f"a{i}", str(make_random_adapter("random:tiny-llama", tmp_path / f"a{i}", seed=i + 1)))
+    for name, path in tiny_adapters.items():
+        registry.load(name, path)
     model, prompts = registry.loaded.model, _prompts(registry.loaded)
     settings = GenerationSettings(max_new_tokens=16)
     names = ["a0", None, "a1", "a0", None]

@@ -22,7 +22,6 @@ import uvicorn
 
 from dialogtune.models import load_model
 from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
-from dialogtune.serving.demo_adapters import make_random_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,13 +36,10 @@ DIALOGUES = [
 
 
 @pytest.fixture(scope="module")
-def app_factory(tmp_path_factory):
-    root = tmp_path_factory.mktemp("load-adapters")
-    dirs = {f"a{i}": make_random_adapter("random:tiny-llama", root / f"a{i}", seed=i + 1) for i in range(2)}
-
+def app_factory(tiny_adapters):
     def build(**overrides):
         registry = AdapterRegistry(load_model("random:tiny-llama"))
-        for name, path in dirs.items():
+        for name, path in tiny_adapters.items():
             registry.load(name, path)
         return create_app(
             registry, ServingConfig(**{"api_token": TOKEN, "default_max_new_tokens": 8, **overrides})

@@ -24,23 +24,17 @@ DIALOGUES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def adapter_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("uniform-adapters")
-    return [str(make_random_adapter("random:tiny-llama", root / f"a{i}", seed=i + 1)) for i in range(2)]
-
-
-def _registry(adapter_dirs, precision: str) -> AdapterRegistry:
+def _registry(tiny_adapters, precision: str) -> AdapterRegistry:
     base = load_for_adapters("random:tiny-llama", precision=precision)
     registry = AdapterRegistry(base)
-    for i, path in enumerate(adapter_dirs):
-        registry.load(f"a{i}", path)
+    for name, path in tiny_adapters.items():
+        registry.load(name, path)
     return registry
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_the_direct_path_gives_the_per_row_paths_bits(adapter_dirs, precision) -> None:
-    model = _registry(adapter_dirs, precision).loaded.model
+def test_the_direct_path_gives_the_per_row_paths_bits(tiny_adapters, precision) -> None:
+    model = _registry(tiny_adapters, precision).loaded.model
     assert uniform_rows.install(model)
     assert any(isinstance(m, UniformRowsLinear) for m in model.modules())
     ids = torch.randint(3, 200, (2, 7))
@@ -56,8 +50,8 @@ def test_the_direct_path_gives_the_per_row_paths_bits(adapter_dirs, precision) -
         assert not torch.equal(a0, a1)
 
 
-def test_the_engine_takes_it_only_when_every_row_shares_the_adapter(adapter_dirs, monkeypatch) -> None:
-    registry = _registry(adapter_dirs, "fp32")
+def test_the_engine_takes_it_only_when_every_row_shares_the_adapter(tiny_adapters, monkeypatch) -> None:
+    registry = _registry(tiny_adapters, "fp32")
     model = registry.loaded.model
     seen: list[tuple[bool, str | None]] = []  # (adapter_names passed, the direct path's adapter)
     forward = model.forward
@@ -77,10 +71,10 @@ def test_the_engine_takes_it_only_when_every_row_shares_the_adapter(adapter_dirs
     monkeypatch.undo()
 
 
-def test_stale_peft_hooks_are_ignored_on_the_direct_path(adapter_dirs) -> None:
+def test_stale_peft_hooks_are_ignored_on_the_direct_path(tiny_adapters) -> None:
     """PEFT 0.21 can leave its adapter_names hooks behind after a forward pass that raised; a
     later call must not pick up their (stale, wrong-length) names."""
-    model = _registry(adapter_dirs, "fp32").loaded.model
+    model = _registry(tiny_adapters, "fp32").loaded.model
     uniform_rows.install(model)
     ids = torch.randint(3, 200, (2, 5))
 
@@ -120,13 +114,13 @@ def test_a_lora_layer_of_another_kind_keeps_the_per_row_path(tmp_path) -> None:
 
 
 def test_the_engine_rechecks_the_layers_only_when_the_adapters_change(
-    adapter_dirs, tmp_path, monkeypatch
+    tiny_adapters, tmp_path, monkeypatch
 ) -> None:
     """A server's engine lives across adapter loads: an adapter the direct path does not cover,
     loaded between two steps, must switch it off; the module walk is not redone every step."""
     from dialogtune.generation.engine import RaggedEngine
 
-    model = _registry(adapter_dirs, "fp32").loaded.model
+    model = _registry(tiny_adapters, "fp32").loaded.model
     walks = []
     install = uniform_rows.install
     monkeypatch.setattr(uniform_rows, "install", lambda m: walks.append(1) or install(m))

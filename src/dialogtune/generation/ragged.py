@@ -51,10 +51,12 @@ def ragged_attention(
     """Prefill (one prompt, no padding): SDPA's causal kernel. Decode: exact masked attention
     over each row's first ``dialogtune_lengths[row]`` keys; ``key``/``value`` hold every slot
     and ``dialogtune_groups`` says which slot each row reads (:meth:`RaggedCache.begin_decode`)."""
-    if dialogtune_lengths is None or dialogtune_groups is None:  # a prompt on its own
+    if dialogtune_lengths is None:  # a prompt on its own
         return sdpa_attention_forward(
             module, query, key, value, None, dropout, scaling, is_causal=True, **kwargs
         )
+    if dialogtune_groups is None:  # every decode step needs both (the engine passes them)
+        raise ValueError("a decode step needs dialogtune_groups (RaggedCache.groups) with its lengths")
     rows, heads, _, dim = query.shape
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
     parts = [
@@ -185,9 +187,10 @@ class RaggedCache:
     def settle(self, slot: int, length: int, written: int) -> None:
         """After a step with explicit positions: ``slot`` keeps its first ``length`` keys; the
         ones written beyond, up to ``written`` (a rejected draft), go back to zeros."""
-        for keys, values in self.allocated():
-            keys[slot, :, length:written] = 0
-            values[slot, :, length:written] = 0
+        if written > length:
+            for keys, values in self.allocated():
+                keys[slot, :, length:written] = 0
+                values[slot, :, length:written] = 0
         self.lengths[slot] = length
         self.phase = ("idle", None)
 

@@ -15,6 +15,7 @@ ENGINES = ("auto", "generate")
 MAX_BEAMS = 256  # wider than any decoding uses; each beam costs a copy of the generation state
 _MAX_INT = 2**31 - 1
 _INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", "max_dialogue_tokens")
+DEFAULT_LOOKAHEAD = 2  # draft tokens per sequence and step (dialogtune.generation.lookup)
 MAX_LOOKAHEAD = 64
 
 
@@ -49,7 +50,7 @@ class GenerationSettings:
         },
     )
     lookahead: int = field(
-        default=2,
+        default=DEFAULT_LOOKAHEAD,
         metadata={
             "help": "while few sequences decode, also check up to this many draft tokens per step, "
             "copied from the dialogue (prompt lookup); the output is the same, token for token; 0: off"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dialogtune.errors import ConfigError
+from dialogtune.generation.settings import DEFAULT_LOOKAHEAD, MAX_LOOKAHEAD
 from dialogtune.prompts import PromptTemplate
 from dialogtune.serving import schemas
 
@@ -62,7 +63,7 @@ class ServingConfig:
         },
     )
     lookahead: int = field(
-        default=2,
+        default=DEFAULT_LOOKAHEAD,
         metadata={
             "help": "decoder-only models: while few requests decode, also check up to this many draft "
             "tokens per step, copied from the dialogue (prompt lookup; same output, lower latency); 0: off"
@@ -110,7 +111,7 @@ class ServingConfig:
             "default_max_new_tokens": (1, self.max_new_tokens_limit),
             "max_new_tokens_limit": (1, schemas.MAX_NEW_TOKENS),
             "max_batch_size": (1, 1024),
-            "lookahead": (0, 64),
+            "lookahead": (0, MAX_LOOKAHEAD),
             "max_queued_dialogues": (1, 1_000_000),
             "max_request_cost": (1, 10**12),
             "max_adapters": (1, 1024),
