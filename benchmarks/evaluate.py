@@ -16,7 +16,11 @@ difference and how many summaries are identical.
     python benchmarks/evaluate.py [--adapter DIR] [--n 500] [--threads 1] [--batch-size 8]
 
 Without ``--adapter`` the zero-shot model is evaluated. ``--threads`` sets OMP_NUM_THREADS
-for both commands (1: stable timings on a shared CPU).
+for both commands (1: stable timings on a shared CPU); ``--threads 0`` leaves it unset, so each
+command uses the whole machine as a user's would (``before``: torch's intra-op threads;
+``shipped``: one engine process per core, ``generation.processes`` auto) and the results go to
+``evaluate-adapter-all-cores.json`` / ``evaluate-zero-shot-all-cores.json``. ``--batch-size``
+defaults to the command's own default.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ def run_side(name: str, common: list[str], work: Path, threads: int) -> dict[str
         "--output-dir",
         str(out),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
@@ -70,13 +77,15 @@ def main() -> None:
     parser.add_argument("--adapter", default=None)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
 
     common = ["--data", str(dialogsum_dir()), "--split", "validation", "--limit", str(args.n)]
     common += ["--max-new-tokens", str(args.max_new_tokens), "--max-dialogue-tokens", "512"]
-    common += ["--batch-size", str(args.batch_size), "--n-resamples", "1000"]
+    common += ["--n-resamples", "1000"]
+    if args.batch_size:
+        common += ["--batch-size", str(args.batch_size)]
     if args.model:
         common += ["--model", args.model]
     if args.adapter:
@@ -100,7 +109,8 @@ def main() -> None:
         "adapter": args.adapter,
         "model": shipped["metrics"]["model"],
         "n_dialogues": len(pairs),
-        "threads": args.threads,
+        "threads": args.threads or f"all cores ({os.cpu_count()})",
+        "processes": {name: run["metrics"]["generation"].get("processes") for name, run in runs.items()},
         "command_options": common,
         "sides": {name: SIDES[name] for name in SIDES},
         "seconds": {name: round(run["seconds"], 1) for name, run in runs.items()},
@@ -113,6 +123,7 @@ def main() -> None:
         "target": "shipped >= 3x faster than before",
     }
     name = "evaluate-adapter" if args.adapter else "evaluate-zero-shot"
+    name += "" if args.threads else "-all-cores"
     path = save(name, result)
     print(json.dumps({k: result[k] for k in ("seconds", "speedup_whole_command", "speedup_generation")}))
     print(f"-> {path}")

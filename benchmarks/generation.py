@@ -18,7 +18,15 @@ prompt unless a side says otherwise. Sides:
   (``generation.lookahead``, :mod:`dialogtune.generation.lookup`) — what a lone request gets: its
   outputs must equal the side above's exactly, in fewer decode steps;
 - ``engine-bf16-lean-prompt``: the engine in bf16 with the shipped prompt (no default system
-  message): the fast path as users get it.
+  message): the fast path as users get it;
+- ``engine-bf16-lean-prompt-one-process``: the same in one process (``generation.processes: 1``):
+  with ``--threads 2`` or more, what the engine processes (:mod:`dialogtune.generation.processes`)
+  add over intra-op threads.
+
+With ``--threads 1`` (the default: stable ratios on a shared machine) every side runs on one
+core and the engine in one process; with ``--threads N`` every side may use N cores: torch's
+intra-op threads for ``generate``, engine processes for the engine (``generation.processes``
+auto), except the one-at-a-time sides, which stay in one process (a lone request).
 
 All sides but the last use the prompt dialogtune used before (SmolLM2's default system message
 kept), so that their outputs can be compared with the fp32 reference. Writes
@@ -28,7 +36,8 @@ kept), so that their outputs can be compared with the fp32 reference. Writes
     python benchmarks/generation.py [--n 64] [--max-new-tokens 64] [--threads 1] [--sides a b ...]
 
 ``--sides`` runs some sides only (``batched-fp32`` always runs: it is the reference) and writes
-``generation-sides.json`` instead, leaving the full run's file alone.
+``generation-sides.json`` instead, leaving the full run's file alone; ``--threads N`` (N > 1)
+writes ``generation-N-threads.json``.
 """
 
 from __future__ import annotations
@@ -101,8 +110,9 @@ def main() -> None:
         batch_size=args.batch_size,
         max_dialogue_tokens=args.max_dialogue_tokens,
     )
-    one = GenerationSettings(**{**settings.to_dict(), "batch_size": 1, "lookahead": 0})
-    one_drafts = GenerationSettings(**{**settings.to_dict(), "batch_size": 1})
+    one = GenerationSettings(**{**settings.to_dict(), "batch_size": 1, "lookahead": 0, "processes": 1})
+    one_drafts = GenerationSettings(**{**settings.to_dict(), "batch_size": 1, "processes": 1})
+    one_process = GenerationSettings(**{**settings.to_dict(), "processes": 1})
     cast = load_for_adapters(args.model, precision="bf16")  # every weight and activation in bf16
     models = {
         "fp32": load_model(args.model, dtype="fp32"),
@@ -125,6 +135,9 @@ def main() -> None:
             generate(bf16, dialogues, one_drafts, BEFORE, progress=False).texts
         ),
         "engine-bf16-lean-prompt": lambda: generate(bf16, dialogues, settings, LEAN, progress=False).texts,
+        "engine-bf16-lean-prompt-one-process": lambda: (
+            generate(bf16, dialogues, one_process, LEAN, progress=False).texts
+        ),
     }
     if args.sides:
         unknown = sorted(set(args.sides) - set(sides))
@@ -161,6 +174,12 @@ def main() -> None:
         )
         if {"engine-bf16", "engine-bf16-one-at-a-time"} <= set(texts)
         else None,
+        "processes_equal_one_process": sum(
+            a == b
+            for a, b in zip(texts["engine-bf16-lean-prompt"], texts["engine-bf16-lean-prompt-one-process"])
+        )
+        if {"engine-bf16-lean-prompt", "engine-bf16-lean-prompt-one-process"} <= set(texts)
+        else None,
         "drafts_equal_no_drafts": sum(a == b for a, b in zip(texts[plain], texts[drafted])) if both else None,
         "drafts_speedup_one_at_a_time": round(seconds[plain] / seconds[drafted], 2) if both else None,
         "notebook_equals_batched_fp32": sum(a == b for a, b in zip(texts["notebook"], reference))
@@ -168,7 +187,8 @@ def main() -> None:
         else None,
         "targets": {"fast path vs batched fp32": ">= 3x", "fast path vs notebook": ">= 10x"},
     }
-    path = save("generation-sides" if args.sides else "generation", result)
+    name = "generation-sides" if args.sides else "generation"
+    path = save(name if args.threads == 1 else f"{name}-{args.threads}-threads", result)
     for name, side in result["sides"].items():
         print(
             f"{name:<28} {side['speedup_vs_batched_fp32']}x batched fp32, {side['identical_to_batched_fp32']} identical"

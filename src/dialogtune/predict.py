@@ -34,7 +34,7 @@ def run_key(
         {
             "model": loaded.describe(),
             "weights": weights_fingerprint(loaded),
-            "generation": settings.to_dict(),
+            "generation": settings.identity(),
             "prompt": template.to_dict(),
             "data": data_fingerprint(records),
         }
@@ -133,6 +133,7 @@ def predict_records(
         "prompt_tokens": result.prompt_tokens,
         "generated_tokens": result.generated_tokens,
         "tokens_per_second": round(result.generated_tokens / seconds, 2) if todo and seconds > 0 else None,
+        "processes": result.processes,
         "run_key": key,
     }
     return [done[r.id] for r in records], stats

@@ -17,6 +17,7 @@ Dataset, so the actor pool is built once per job, not once per shard.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -115,7 +116,7 @@ def ray_results(pending: list[Shard], config: BatchConfig, timings: dict[str, fl
         )
         ds = ds.map_batches(
             Summarizer,
-            fn_constructor_kwargs={"job": config.job, "threads": threads},
+            fn_constructor_kwargs={"job": _one_process(config.job), "threads": threads},
             compute=ray.data.ActorPoolStrategy(size=workers),
             # Ray requires a batch size with GPUs; a shard can then be split between two
             # calls (GPU numerics differ from the CPU's anyway).
@@ -151,6 +152,12 @@ def _init_ray(ray: Any, config: BatchConfig, threads: int) -> None:
     cpus = os.cpu_count() or 1
     workers = config.num_workers or max(1, cpus // threads)
     ray.init(num_cpus=max(cpus, workers * threads), include_dashboard=False, **quiet)
+
+
+def _one_process(job: Any) -> Any:
+    """The job with engine processes off: Ray's actors are the processes here, and forking a
+    Ray worker (its gRPC threads) is unsafe."""
+    return dataclasses.replace(job, generation=dataclasses.replace(job.generation, processes=1))
 
 
 def _default_workers(ray: Any, threads: int, gpus: float) -> int:

@@ -49,7 +49,7 @@ def job_identity(config: BatchConfig, files: list[Path]) -> dict[str, Any]:
         "adapter_mtime_ns": weights.stat().st_mtime_ns if weights and weights.exists() else None,
         "merge": job.merge,
         "device": job.device,
-        "generation": job.generation.to_dict(),
+        "generation": job.generation.identity(),
         "prompt": job.prompt.to_dict(),
         "inputs": [
             {"path": str(f.resolve()), "size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns}

@@ -106,6 +106,20 @@ def make_request(
     )
 
 
+def cache_bytes(model: torch.nn.Module, slots: int, positions: int) -> int:
+    """The most memory :class:`RaggedCache` takes for ``slots`` sequences of ``positions`` tokens
+    (fp32 keys and values; bf16 values take less)."""
+    layers, kv_heads, head_dim = _cache_shape(innermost(model).config)
+    return 2 * 4 * layers * kv_heads * head_dim * slots * positions
+
+
+def _cache_shape(config: Any) -> tuple[int, int, int]:
+    """Layers, key/value heads and head size of a decoder config."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, getattr(config, "num_key_value_heads", None) or heads, head_dim
+
+
 class RaggedEngine:
     """Runs :class:`Request` objects through ``model`` in up to ``slots`` cache slots."""
 
@@ -350,14 +364,12 @@ class RaggedEngine:
         """The cache, created on first use and grown (contents kept) when a request needs more room."""
         if self.cache is not None and needed <= self.cache.capacity:
             return self.cache
-        config = self.config
-        heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        layers, kv_heads, head_dim = _cache_shape(self.config)
         grown = RaggedCache(
-            layers=config.num_hidden_layers,
+            layers=layers,
             slots=self.slots,
             capacity=max(needed, 2 * self.cache.capacity if self.cache is not None else 0),
-            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            kv_heads=kv_heads,
             head_dim=head_dim,
             device=next(self.model.parameters()).device,
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from dialogtune.generation import engine
+from dialogtune.generation import engine, processes
 from dialogtune.generation.batched import generate_static
 from dialogtune.generation.settings import GenerationSettings
 from dialogtune.models.kinds import truncate_dialogue
@@ -40,6 +40,7 @@ class GenerationResult:
     prompt_tokens: int
     generated_tokens: int  # real tokens: each row up to and including its end-of-sequence token
     engine: str = "ragged"  # "ragged" (continuous batching) or "generate" (transformers' static batches)
+    processes: int = 1  # engine processes that shared the work (dialogtune.generation.processes)
 
 
 def stop_ids(loaded: LoadedModel) -> set[int]:
@@ -112,9 +113,10 @@ def generate_ids(
 
     start = time.perf_counter()
     stops = stop_ids(loaded)
+    count = 1
     try:
         if use_engine:
-            _generate_ragged(loaded, encoded, order, settings, stops, finished, adapter_names)
+            count = _generate_ragged(loaded, encoded, order, settings, stops, finished, adapter_names)
         else:
             generate_static(
                 loaded, encoded, order, settings, stops, on_batch=finished, adapter_names=adapter_names
@@ -127,6 +129,7 @@ def generate_ids(
         prompt_tokens=sum(len(e) for e in encoded),
         generated_tokens=counted[0],
         engine="ragged" if use_engine else "generate",
+        processes=count,
     )
 
 
@@ -138,22 +141,33 @@ def _generate_ragged(
     stops: set[int],
     finished: Callable[[list[int], list[str], list[int]], None],
     adapter_names: Sequence[str] | None,
-) -> None:
+) -> int:
+    """Runs the engine (in several processes where that pays); returns how many ran."""
     requests = [
         engine.make_request(i, encoded[i], settings, None if adapter_names is None else adapter_names[i])
         for i in order
     ]
     tokenizer = loaded.tokenizer
 
-    def done(request: engine.Request) -> None:
-        tokens = request.tokens[:-1] if request.stopped_by_eos else request.tokens
-        text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        finished([request.index], [text], [len(request.tokens)])
+    def done(index: int, tokens: list[int], stopped_by_eos: bool) -> None:
+        text = tokenizer.decode(tokens[:-1] if stopped_by_eos else tokens, skip_special_tokens=True).strip()
+        finished([index], [text], [len(tokens)])
 
-    engine.RaggedEngine(
-        loaded.model,
-        stops,
-        slots=settings.batch_size,
-        per_row_adapters=adapter_names is not None,
-        lookahead=settings.lookahead,
-    ).run(requests, on_done=done)
+    def make_engine() -> engine.RaggedEngine:
+        return engine.RaggedEngine(
+            loaded.model,
+            stops,
+            slots=settings.batch_size,
+            per_row_adapters=adapter_names is not None,
+            lookahead=settings.lookahead,
+        )
+
+    longest = max(len(e) for e in encoded) + settings.max_new_tokens
+    count = processes.resolve(
+        settings, loaded.model, len(encoded), engine.cache_bytes(loaded.model, settings.batch_size, longest)
+    )
+    if count > 1:
+        processes.run(make_engine, requests, count, done)
+    else:
+        make_engine().run(requests, on_done=lambda r: done(r.index, r.tokens, r.stopped_by_eos))
+    return count

@@ -17,6 +17,9 @@ _MAX_INT = 2**31 - 1
 _INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", "max_dialogue_tokens")
 DEFAULT_LOOKAHEAD = 2  # draft tokens per sequence and step (dialogtune.generation.lookup)
 MAX_LOOKAHEAD = 64
+MAX_PROCESSES = 256  # each process holds a key/value cache: more than cores is only memory
+# Settings that change how fast, never what: a resumed run may change them (dialogtune.predict).
+THROUGHPUT_ONLY = ("processes",)
 
 
 @dataclass
@@ -56,6 +59,14 @@ class GenerationSettings:
             "copied from the dialogue (prompt lookup); the output is the same, token for token; 0: off"
         },
     )
+    processes: int = field(
+        default=0,
+        metadata={
+            "help": "engine processes on a CPU, one core each, each decoding its share of the dialogues "
+            "(the summaries are the same whatever the number); 0: auto, one per core when each gets at "
+            "least a full batch (else one process with every core)"
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={
@@ -78,6 +89,7 @@ class GenerationSettings:
             "precision": self.precision in PRECISIONS,
             "engine": self.engine in ENGINES,
             "lookahead": 0 <= self.lookahead <= MAX_LOOKAHEAD,
+            "processes": 0 <= self.processes <= MAX_PROCESSES,
         }
         # Beyond these, torch's integer arguments overflow (a traceback), or memory runs out first.
         checks["num_beams"] = checks["num_beams"] and self.num_beams <= MAX_BEAMS
@@ -107,3 +119,7 @@ class GenerationSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that can change a summary: what a resumed run must match."""
+        return {k: v for k, v in self.to_dict().items() if k not in THROUGHPUT_ONLY}

@@ -45,8 +45,11 @@ class RougeProbe:
             probe = dataclasses.replace(self.loaded, model=model)
             device = next(model.parameters()).device.type
             with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16_autocast):
+                # One process: forking a trainer (DDP groups, data workers) for a probe of a few
+                # dozen dialogues is not worth its risk.
+                settings = dataclasses.replace(self.settings, processes=1)
                 result = generate(
-                    probe, [r.dialogue for r in self.records], self.settings, self.template, progress=False
+                    probe, [r.dialogue for r in self.records], settings, self.template, progress=False
                 )
         finally:
             model.train(was_training)
