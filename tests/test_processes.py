@@ -69,6 +69,13 @@ def test_processes_give_the_same_summaries_each_reported_once(tiny, overrides):
     assert three.generated_tokens == one.generated_tokens > 0
 
 
+def test_a_process_left_without_work_is_fine(tiny):
+    # Whichever process starts first may take every prompt into its 16 slots, the other none.
+    one = generate(tiny, DIALOGUES, _settings(batch_size=16, processes=1), progress=False)
+    two = generate(tiny, DIALOGUES, _settings(batch_size=16, processes=2), progress=False)
+    assert two.processes == 2 and two.texts == one.texts
+
+
 def test_processes_bf16(one_torch_thread):
     loaded = load_model("random:tiny-llama", dtype="bf16")
     one = generate(loaded, DIALOGUES, _settings(processes=1), progress=False).texts
