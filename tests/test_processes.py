@@ -199,3 +199,26 @@ def test_an_interrupted_parent_leaves_no_process_behind(tiny):
     with pytest.raises(KeyboardInterrupt):
         generate(tiny, DIALOGUES, _settings(processes=3), progress=False, on_batch=interrupt)
     assert multiprocessing.active_children() == []
+
+
+def test_the_process_count_is_in_no_identity(tmp_path):
+    """Resumed runs, experiment stages and batch jobs may change it; identities stay as before it
+    existed (so earlier outputs are still recognised)."""
+    from dialogtune.batch.config import BatchConfig, ModelJob
+    from dialogtune.batch.output import job_identity, provenance
+    from dialogtune.experiments.config import EvaluationSpec
+
+    assert "processes" not in GenerationSettings().identity()
+    assert set(GenerationSettings().to_dict()) - set(GenerationSettings().identity()) == {"processes"}
+    spec = EvaluationSpec(generation=_settings(processes=1))
+    assert spec.identity() == EvaluationSpec(generation=_settings(processes=4)).identity()
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "1", "dialogue": "x"}\n')
+
+    def job(n):
+        return BatchConfig(
+            input=str(data), output=str(tmp_path / "out"), job=ModelJob(generation=_settings(processes=n))
+        )
+
+    assert job_identity(job(1), [data]) == job_identity(job(3), [data])
+    assert provenance(job(1), False) == provenance(job(3), False)

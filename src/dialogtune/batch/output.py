@@ -69,7 +69,7 @@ def provenance(config: BatchConfig, random_weights: bool) -> dict[str, Any]:
     return {
         "model": job.model,
         "adapter": str(Path(job.adapter).resolve()) if job.adapter else None,
-        "generation": json.dumps(job.generation.to_dict(), sort_keys=True),
+        "generation": json.dumps(job.generation.identity(), sort_keys=True),
         "prompt": json.dumps(job.prompt.to_dict(), sort_keys=True),
         "dialogtune_version": __version__,
         "random_weights": random_weights,

@@ -86,7 +86,7 @@ class EvaluationSpec:
         """What makes two evaluations' numbers comparable (the device is not part of it)."""
         return {
             "data": self.data.to_dict(),
-            "generation": self.generation.to_dict(),
+            "generation": self.generation.identity(),
             "prompt": self.prompt.to_dict(),
             "rouge": self.rouge.to_dict(),
             "bootstrap": {"n_resamples": self.n_resamples, "seed": self.seed},

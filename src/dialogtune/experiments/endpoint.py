@@ -222,7 +222,7 @@ class EndpointModel:
                 "endpoint": self.identity(),
                 "model": self.spec.raw,
                 "adapter": self.adapter,
-                "generation": settings.to_dict(),
+                "generation": settings.identity(),
                 "prompt": template.to_dict(),
                 "data": data_fingerprint(records),
             }
