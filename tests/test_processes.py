@@ -97,6 +97,18 @@ def test_auto_starts_one_process_per_thread_only_when_each_gets_a_full_batch(tin
     assert processes.resolve(auto, tiny.model, 10_000, 1 << 20) == 1
 
 
+def test_the_cache_estimate_is_what_the_engine_allocates(tiny):
+    from dialogtune.generation.engine import cache_bytes, make_request
+    from dialogtune.generation.run import build_prompts
+
+    prompts = tiny.kind.encode_prompts(tiny.tokenizer, build_prompts(tiny, DIALOGUES, PromptTemplate(), None))
+    prompts.sort(key=len, reverse=True)  # longest first, as generate() orders them
+    runner = RaggedEngine(tiny.model, {-1}, slots=3)
+    runner.run([make_request(i, p, _settings()) for i, p in enumerate(prompts)])
+    allocated = sum(k.nbytes + v.nbytes for k, v in runner.cache.allocated())
+    assert allocated == cache_bytes(tiny.model, 3, len(prompts[0]), _settings().max_new_tokens) > 0
+
+
 def test_no_fork_off_the_main_thread(tiny):
     seen = []
     worker = threading.Thread(

@@ -106,11 +106,11 @@ def make_request(
     )
 
 
-def cache_bytes(model: torch.nn.Module, slots: int, positions: int) -> int:
-    """The most memory :class:`RaggedCache` takes for ``slots`` sequences of ``positions`` tokens
-    (fp32 keys and values; bf16 values take less)."""
+def cache_bytes(model: torch.nn.Module, slots: int, prompt_tokens: int, max_new_tokens: int) -> int:
+    """The memory of the engine's cache for ``slots`` sequences sized for a prompt of
+    ``prompt_tokens`` tokens (what :meth:`RaggedEngine._prefill` asks for), fp32 keys and values."""
     layers, kv_heads, head_dim = _cache_shape(innermost(model).config)
-    return 2 * 4 * layers * kv_heads * head_dim * slots * positions
+    return RaggedCache.nbytes(layers, slots, prompt_tokens + max_new_tokens + 1, kv_heads, head_dim)
 
 
 def _cache_shape(config: Any) -> tuple[int, int, int]:

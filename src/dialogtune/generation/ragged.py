@@ -132,6 +132,11 @@ class RaggedCache:
     def capacity(self) -> int:
         return self._shape[2]
 
+    @staticmethod
+    def nbytes(layers: int, slots: int, capacity: int, kv_heads: int, head_dim: int) -> int:
+        """The memory a cache of this shape takes with fp32 keys and values (bf16 values take less)."""
+        return 2 * 4 * layers * slots * kv_heads * _align(capacity) * head_dim
+
     def buffers(
         self, layer: int, key_dtype: torch.dtype, value_dtype: torch.dtype | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -162,10 +162,9 @@ def _generate_ragged(
             lookahead=settings.lookahead,
         )
 
-    longest = max(len(e) for e in encoded) + settings.max_new_tokens
-    count = processes.resolve(
-        settings, loaded.model, len(encoded), engine.cache_bytes(loaded.model, settings.batch_size, longest)
-    )
+    longest = max(len(e) for e in encoded)
+    memory = engine.cache_bytes(loaded.model, settings.batch_size, longest, settings.max_new_tokens)
+    count = processes.resolve(settings, loaded.model, len(encoded), memory)
     if count > 1:
         processes.run(make_engine, requests, count, done)
     else:

@@ -18,7 +18,8 @@ _INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", 
 DEFAULT_LOOKAHEAD = 2  # draft tokens per sequence and step (dialogtune.generation.lookup)
 MAX_LOOKAHEAD = 64
 MAX_PROCESSES = 256  # each process holds a key/value cache: more than cores is only memory
-# Settings that change how fast, never what: a resumed run may change them (dialogtune.predict).
+# Settings that change how fast, never what: left out of GenerationSettings.identity(), so a
+# resumed run, an experiment stage or a batch job may change them.
 THROUGHPUT_ONLY = ("processes",)
 
 
