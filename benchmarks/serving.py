@@ -4,11 +4,14 @@ the shipped one: throughput, and latency under 1, 4 and 16 concurrent clients.
 (a) Each configuration runs in a fresh subprocess, which loads the model(s), runs one
     1-token generation per model/adapter (so every weight is really in memory) and
     reports its resident set size. k = 0 is the bare base model.
-(b) Two servers, each in a fresh subprocess on 127.0.0.1 (uvicorn, the options
-    ``dialogtune serve`` passes), base + max(ks) adapters:
+(b) Two servers, each in a fresh subprocess on 127.0.0.1 serving on its main thread as
+    ``dialogtune serve`` does (uvicorn, the options it passes), base + max(ks) adapters; the
+    clients run in this process, so they take no CPU time from the server's process:
 
     - ``shipped``: ``ServingConfig()``'s defaults: continuous batching (requests join the
-      running batch between decode steps, 16 slots), precision auto (bf16 on this CPU);
+      running batch between decode steps, 16 slots), precision auto (bf16 on this CPU), the
+      model loaded on one thread and the threads given to the model thread
+      (``dialogtune.serving.threads``);
     - ``today``: the server before continuous batching: fp32 weights, static micro-batches
       through transformers' ``generate`` (``batching: micro``, max batch 16, 10 ms window).
 
@@ -16,8 +19,8 @@ the shipped one: throughput, and latency under 1, 4 and 16 concurrent clients.
     validation dialogue each, adapters round-robin: base, a0, a1, ...), for throughput; then
     (2) closed-loop clients: 1, 4 and 16 clients each sending requests one after another,
     for latency percentiles (p50/p95; 1 client = single-request latency). Greedy,
-    ``--max-new-tokens`` per request. Each records its own memory: RSS once loaded and the
-    peak while serving (sampled every 20 ms).
+    ``--max-new-tokens`` per request. Memory of each server: RSS once loaded, and the peak
+    while serving (sampled every 20 ms from this process).
 
 Both parts run in every invocation, so every number in ``benchmarks/results/serving.json``
 comes from the same run.
@@ -26,7 +29,8 @@ comes from the same run.
         [--requests 16] [--max-new-tokens 64] [--threads 1]
 
 CPU timings depend on what else runs on the machine: each part records the load average
-around it; ``--threads 1`` (the default) keeps timings stable on a shared CPU.
+around it; ``--threads 1`` (the default) keeps timings stable on a shared CPU; ``--threads 1 2``
+also measures both servers on two cores (a server's default on this machine).
 """
 
 from __future__ import annotations
@@ -114,23 +118,6 @@ def measure_memory(model: str, dirs: list[str], ks: list[int]) -> list[dict[str,
     return rows
 
 
-def _serve(app, sock: socket.socket):
-    import uvicorn
-
-    # The options `dialogtune serve` passes (connection limit), so the server is the shipped one.
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, **app.state.service.config.uvicorn_options()
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise SystemExit("server did not start")
-        time.sleep(0.02)
-    return server, thread
-
-
 async def _fire(
     base_url: str, payloads: list[dict[str, Any]]
 ) -> tuple[float, list[dict[str, Any]], list[float]]:
@@ -194,12 +181,12 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 
 class PeakRSS:
-    """Samples this process's RSS every 20 ms while running (the peak of a serving run)."""
+    """Samples a process's RSS (default: this one) every 20 ms while running (the peak of a serving run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int | None = None) -> None:
         import psutil
 
-        self._process = psutil.Process()
+        self._process = psutil.Process(pid)
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -221,17 +208,22 @@ class PeakRSS:
 CLIENTS = (1, 4, 16)
 
 
-def child_throughput(
-    mode: str, model: str, adapter_dirs: list[str], n_requests: int, max_new_tokens: int, threads: int
-) -> dict[str, Any]:
-    """Runs in a fresh process: one server (base + adapters), a burst, closed-loop clients, its memory."""
+def child_server(mode: str, model: str, adapter_dirs: list[str], threads: int) -> None:
+    """Runs in a fresh process, as `dialogtune serve` does: one server (base + adapters) on the
+    main thread until terminated. Prints one JSON line first: its port, format and memory."""
     import torch
+    import uvicorn
 
     from dialogtune.models import load_model
     from dialogtune.models.inference import load_for_adapters
     from dialogtune.serving import AdapterRegistry, ServingConfig, create_app
 
-    torch.set_num_threads(threads)
+    if mode == "shipped":  # as `dialogtune serve` does: load on one thread, compute on the model thread
+        from dialogtune.serving.threads import hold_for_model_thread
+
+        hold_for_model_thread(threads)
+    else:  # today's server: every thread set here, also for loading (its model thread was throttled)
+        torch.set_num_threads(threads)
     # The shipped defaults (what `dialogtune serve --adapter ...` loads: bf16 weights in the CPU
     # kernel's layout, fp32 top logits); today's server: fp32 weights, static micro-batches.
     base = load_for_adapters(model) if mode == "shipped" else load_model(model, dtype="fp32")
@@ -240,40 +232,75 @@ def child_throughput(
         registry.load(f"a{i}", path)
     loaded_rss = _rss()["rss_mb"]
     config = ServingConfig() if mode == "shipped" else dataclasses.replace(ServingConfig(), batching="micro")
-    names = [None, *registry.infos]
-    rows = read_split("validation", max(n_requests, 2 * max(CLIENTS)) + 8)
-
-    def payload(i: int) -> dict[str, Any]:
-        return {
-            "dialogue": rows[i % len(rows)]["dialogue"],
-            "adapter": names[i % len(names)],
-            "options": {"max_new_tokens": max_new_tokens},
-        }
-
-    burst = [payload(i) for i in range(n_requests)]
-    # Closed loop: 8 requests for one client, 16 for 4 clients (4 each), 32 for 16 (2 each).
-    loops = {
-        c: [[payload(c * 10 + k * c + j) for k in range(max(2, 8 // c))] for j in range(c)] for c in CLIENTS
-    }
     app = create_app(registry, config)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server, thread = _serve(app, sock)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    warm = {"dialogue": rows[-1]["dialogue"], "options": {"max_new_tokens": 4}}
-    asyncio.run(_fire(base_url, [warm, warm]))  # one-time kernel set-up is not the server's latency
-    with PeakRSS() as peak:
-        seconds, bodies, latencies = asyncio.run(_fire(base_url, burst))
-        latency = [asyncio.run(_closed_loop(base_url, c, loops[c])) for c in CLIENTS]
-    server.should_exit = True
-    thread.join(timeout=60)
-    sock.close()
-    ordered = sorted(latencies)
-    return {
-        "mode": mode,
+    info = {
+        "port": sock.getsockname()[1],
         "precision": registry.loaded.precision,
         "batching": type(app.state.service.batcher).__name__,
         "max_batch_size": config.max_batch_size,
+        "loaded_rss": loaded_rss,
+        "adapters_round_robin": [None, *registry.infos],
+    }
+    print(json.dumps(info), flush=True)
+    # The options `dialogtune serve` passes (connection limit), so the server is the shipped one.
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, **config.uvicorn_options())
+    )
+    server.run(sockets=[sock])
+
+
+def drive(
+    mode: str, model: str, adapter_dirs: list[str], n_requests: int, max_new_tokens: int, threads: int
+) -> dict[str, Any]:
+    """Start one server process (:func:`child_server`) and measure it from this one, as its
+    clients would: a burst, closed-loop clients, and the server's memory."""
+    cmd = [
+        sys.executable, __file__, "--child-server", mode, "--model", model, "--threads", str(threads),
+        "--",  # the adapter folders; --threads takes several numbers
+        *adapter_dirs,
+    ]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        if not line:
+            raise SystemExit(f"the {mode} server did not start (exit {server.wait()})")
+        info = json.loads(line)
+        base_url = f"http://127.0.0.1:{info['port']}"
+        names = info["adapter_names"] = info.pop("adapters_round_robin")
+        rows = read_split("validation", max(n_requests, 2 * max(CLIENTS)) + 8)
+
+        def payload(i: int) -> dict[str, Any]:
+            return {
+                "dialogue": rows[i % len(rows)]["dialogue"],
+                "adapter": names[i % len(names)],
+                "options": {"max_new_tokens": max_new_tokens},
+            }
+
+        burst = [payload(i) for i in range(n_requests)]
+        # Closed loop: 8 requests for one client, 16 for 4 clients (4 each), 32 for 16 (2 each).
+        loops = {
+            c: [[payload(c * 10 + k * c + j) for k in range(max(2, 8 // c))] for j in range(c)]
+            for c in CLIENTS
+        }
+        warm = {"dialogue": rows[-1]["dialogue"], "options": {"max_new_tokens": 4}}
+        asyncio.run(_fire(base_url, [warm, warm]))  # one-time kernel set-up is not the server's latency
+        with PeakRSS(server.pid) as peak:
+            seconds, bodies, latencies = asyncio.run(_fire(base_url, burst))
+            latency = [asyncio.run(_closed_loop(base_url, c, loops[c])) for c in CLIENTS]
+    finally:
+        server.terminate()  # uvicorn shuts down gracefully on SIGTERM
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    ordered = sorted(latencies)
+    return {
+        "mode": mode,
+        "precision": info["precision"],
+        "batching": info["batching"],
+        "max_batch_size": info["max_batch_size"],
         "burst": {
             "requests": n_requests,
             "seconds": round(seconds, 2),
@@ -285,7 +312,7 @@ def child_throughput(
             },
         },
         "closed_loop": latency,
-        "rss_mb": {"loaded": loaded_rss, "peak_serving": round(peak.peak / MB, 1)},
+        "rss_mb": {"loaded": info["loaded_rss"], "peak_serving": round(peak.peak / MB, 1)},
         "adapters_round_robin": names,
         "summaries": [b["summary"] for b in bodies],
     }
@@ -296,14 +323,7 @@ def measure_throughput(
 ) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for mode in ("today", "shipped"):
-        cmd = [
-            sys.executable, __file__, "--child-throughput", mode, "--model", model, "--requests", str(n_requests),
-            "--max-new-tokens", str(max_new_tokens), "--threads", str(threads),
-            "--",  # the adapter folders; --threads takes several numbers
-            *dirs,
-        ]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600)
-        run = json.loads(out.stdout.strip().splitlines()[-1])
+        run = drive(mode, model, dirs, n_requests, max_new_tokens, threads)
         single = run["closed_loop"][0]["latency_s"]["p50"]
         print(
             f"{mode:8s} ({run['precision']}, {run['batching']}): burst of {n_requests} in {run['burst']['seconds']:.1f} s; "
@@ -359,22 +379,14 @@ def main() -> None:
         help="torch thread counts to measure throughput with (default: 1, stable on a shared CPU)",
     )
     parser.add_argument("--child-memory", choices=["adapters", "merged"], help=argparse.SUPPRESS)
-    parser.add_argument("--child-throughput", choices=["today", "shipped"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-server", choices=["today", "shipped"], help=argparse.SUPPRESS)
     parser.add_argument("adapter_dirs", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
         print(json.dumps(child_memory(args.child_memory, args.model, args.adapter_dirs)))
         return
-    if args.child_throughput:
-        run = child_throughput(
-            args.child_throughput,
-            args.model,
-            args.adapter_dirs,
-            args.requests,
-            args.max_new_tokens,
-            args.threads[0],
-        )
-        print(json.dumps(run))
+    if args.child_server:
+        child_server(args.child_server, args.model, args.adapter_dirs, args.threads[0])
         return
 
     from dialogtune.serving.demo_adapters import make_random_adapter

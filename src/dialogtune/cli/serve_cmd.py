@@ -77,8 +77,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="CPU threads for the model (default: torch's choice); 1 avoids OpenMP "
-        "oversubscription on a busy or shared CPU",
+        help="CPU threads for the model thread (default: torch's choice, every core); 1 leaves "
+        "cores to other work on a busy or shared CPU",
     )
     net.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     limits = parser.add_argument_group("limits and batching")
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from dialogtune.models.inference import load_for_adapters, load_for_inference
     from dialogtune.serving import AdapterRegistry, create_app
     from dialogtune.serving.registry import parse_adapter_arg
+    from dialogtune.serving.threads import hold_for_model_thread
 
     token = os.environ.get(args.token_env) or None
     adapters = [parse_adapter_arg(text) for text in args.adapter]
@@ -144,10 +145,9 @@ def run(args: argparse.Namespace) -> int:
             args.token_env,
         )
 
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
+    # The model thread computes; the main thread loads with one thread so that it leaves no
+    # OpenMP pool behind to throttle the model thread's (serving/threads.py).
+    hold_for_model_thread(args.torch_threads)
     if args.merged:  # one adapter folded into the base: the fastest way to serve it alone
         name, path = adapters[0]
         loaded = load_for_inference(

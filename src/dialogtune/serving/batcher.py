@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dialogtune.generation import GenerationSettings
+from dialogtune.serving.threads import enter_model_thread
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ class MicroBatcher:
         self.max_queued = max_queued
         self.mixed_adapters = mixed_adapters
         self.stats = BatcherStats()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dialogtune-model")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="dialogtune-model", initializer=enter_model_thread
+        )
         self._queue: deque[_Job] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from dialogtune.errors import ModelSpecError
 from dialogtune.generation import GenerationSettings
 from dialogtune.serving.batcher import BatcherBusy, BatcherClosed, BatcherStats
+from dialogtune.serving.threads import enter_model_thread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,6 +168,7 @@ class ContinuousBatcher:
         from dialogtune.generation import stop_ids
         from dialogtune.generation.engine import RaggedEngine
 
+        enter_model_thread()  # every core here, none held by the loading thread (serving/threads.py)
         engine: RaggedEngine | None = None
         while True:
             self._wake.wait()
