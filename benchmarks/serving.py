@@ -268,7 +268,7 @@ def drive(
             raise SystemExit(f"the {mode} server did not start (exit {server.wait()})")
         info = json.loads(line)
         base_url = f"http://127.0.0.1:{info['port']}"
-        names = info["adapter_names"] = info.pop("adapters_round_robin")
+        names = info["adapters_round_robin"]
         rows = read_split("validation", max(n_requests, 2 * max(CLIENTS)) + 8)
 
         def payload(i: int) -> dict[str, Any]:
