@@ -136,3 +136,91 @@ def test_rows_are_grouped_so_that_slots_are_read_as_views():
     assert shape(row_groups([0, 0])) == [(0, 1, slice(0, 1)), (1, 2, slice(0, 1))]  # a lone sequence
     # first rows of three sequences, second rows of 0 and 2, third row of 2
     assert shape(row_groups([0, 1, 2, 0, 2, 2])) == [(0, 3, slice(0, 3)), (3, 5, [0, 2]), (5, 6, slice(2, 3))]
+
+
+def test_recent_outputs_draft_what_followed_the_longest_suffix_in_the_same_group():
+    recent = lookup.Recent(outputs=3)
+    recent.remember("a", [50, 51, 52], [1, 2, 3, 4, 5])
+    recent.remember("b", [50, 51, 52], [1, 2, 9, 9])
+    assert recent.draft("a", [7, 1, 2], 2) == [3, 4]  # group a's own output, not b's
+    assert recent.draft("b", [7, 1, 2], 3) == [9, 9]  # stops at the output's end
+    assert recent.draft("a", [8, 51, 52], 2) == [1, 2]  # the prompt's last tokens are context too
+    assert recent.draft("a", [6, 6, 6], 2) == [] and recent.draft(None, [1, 2], 2) == []
+    recent.remember("a", [0], [1, 2, 7])  # the latest occurrence wins: "1 2" -> 7
+    assert recent.draft("a", [1, 2], 1) == [7] and recent.draft("a", [3], 2) == [4, 5]
+    recent.remember("c", [0], [3, 3])  # the window holds 3 outputs: a's first one is gone
+    assert recent.draft("a", [3], 2) == [] and recent.draft("a", [1, 2], 1) == [7]
+    assert len(recent) == 3 and all(serial >= 1 for serial, _ in recent._index.values())
+    assert lookup.Recent(outputs=0).draft("a", [1], 2) == []
+
+
+def test_own_text_first_then_recent_outputs():
+    recent = lookup.Recent(outputs=4)
+    recent.remember(None, [0], [4, 5, 6, 7])
+    # "4" occurred earlier in the sequence itself: its own continuation, not the memory's
+    assert lookup.drafts([[4, 9, 4]], [5], 2, recent, [None]) == [[9, 4]]
+    assert lookup.drafts([[1, 2, 4]], [5], 2, recent, [None]) == [[5, 6]]  # no earlier "4": memory
+    assert lookup.drafts([[1, 2, 4]], [5], 2, None, [None]) == [[]]
+
+
+def test_a_memory_of_recent_outputs_saves_steps_not_tokens():
+    """The same output with and without the memory; a prompt seen before drafts its whole answer."""
+    loaded = load_model("random:tiny-llama", dtype="bf16")
+    prompts = _prompts(loaded)
+    settings = GenerationSettings(max_new_tokens=24, precision="bf16")
+
+    def run(memory):
+        engine = RaggedEngine(loaded.model, {-1}, slots=1, lookahead=3, draft_memory=memory)
+        outputs = []
+        for i, prompt in enumerate(prompts + prompts):  # every prompt twice, one at a time
+            request = make_request(i, prompt, settings)
+            engine.run([request])
+            outputs.append(request.tokens)
+        return outputs, engine
+
+    plain, plain_engine = run(0)
+    tokens, engine = run(64)
+    assert tokens == plain and tokens[: len(prompts)] == tokens[len(prompts) :]
+    assert engine.recent is not None and len(engine.recent) == 2 * len(prompts)
+    assert plain_engine.recent is None
+    assert engine.accepted > plain_engine.accepted and engine.steps < plain_engine.steps
+
+
+def test_the_memory_is_kept_per_adapter(tiny_adapters):
+    from dialogtune.models.inference import load_for_adapters
+    from dialogtune.serving import AdapterRegistry
+
+    registry = AdapterRegistry(load_for_adapters("random:tiny-llama", precision="bf16"))
+    for name, path in tiny_adapters.items():
+        registry.load(name, path)
+    prompts = _prompts(registry.loaded)
+    settings = GenerationSettings(max_new_tokens=12)
+    engine = RaggedEngine(
+        registry.loaded.model, {-1}, slots=2, per_row_adapters=True, lookahead=3, draft_memory=8
+    )
+    plain = RaggedEngine(registry.loaded.model, {-1}, slots=2, per_row_adapters=True, lookahead=0)
+    names = ["a0", None, "a1", "a0", None, "a1"]
+    with torch.inference_mode():
+        for run_engine in (engine, plain):
+            requests = [
+                make_request(i, prompts[i % len(prompts)], settings, names[i]) for i in range(len(names))
+            ]
+            run_engine.run(requests)
+            if run_engine is engine:
+                with_memory = [r.tokens for r in requests]
+    assert with_memory == [r.tokens for r in requests]
+    groups = {key[0] for key in engine.recent._index}
+    assert groups == {"a0", "a1", None}
+
+
+@pytest.mark.parametrize("value", [-1, 100_001])
+def test_bad_draft_memory(value):
+    with pytest.raises(ConfigError, match="draft_memory"):
+        GenerationSettings(draft_memory=value)
+    with pytest.raises(ConfigError, match="draft_memory"):
+        ServingConfig(draft_memory=value)
+
+
+def test_the_draft_memory_is_not_part_of_a_runs_identity():
+    assert GenerationSettings(draft_memory=0).identity() == GenerationSettings().identity()
+    assert "draft_memory" not in GenerationSettings().identity()

@@ -221,7 +221,10 @@ def test_the_process_count_is_in_no_identity(tmp_path):
     from dialogtune.experiments.config import EvaluationSpec
 
     assert "processes" not in GenerationSettings().identity()
-    assert set(GenerationSettings().to_dict()) - set(GenerationSettings().identity()) == {"processes"}
+    assert set(GenerationSettings().to_dict()) - set(GenerationSettings().identity()) == {
+        "processes",
+        "draft_memory",
+    }
     spec = EvaluationSpec(generation=_settings(processes=1))
     assert spec.identity() == EvaluationSpec(generation=_settings(processes=4)).identity()
     data = tmp_path / "in.jsonl"

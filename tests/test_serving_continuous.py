@@ -149,3 +149,31 @@ def test_serve_merged_serves_only_its_adapter_with_the_unmerged_outputs(tmp_path
         assert [a["name"] for a in listed] == ["support"]
         load = client.post("/v1/admin/adapters", json={"name": "b", "path": str(adapter)}, headers=auth)
         assert load.status_code in (400, 409) and "merged" in load.json()["detail"]
+
+
+@pytest.mark.parametrize("memory", [0, 64])
+def test_the_server_drafts_from_its_recent_answers(memory):
+    """A dialogue answered before is answered the same, in fewer decode steps when the server
+    remembers its recent answers (``serving.draft_memory``, on by default)."""
+    from fastapi.testclient import TestClient
+
+    from dialogtune.serving import ServingConfig, create_app
+
+    assert ServingConfig().draft_memory > 0 and ServingConfig().lookahead == 3
+    registry = AdapterRegistry(load_model("random:tiny-llama", dtype="fp32"))
+    config = ServingConfig(default_max_new_tokens=24, draft_memory=memory)
+    with TestClient(create_app(registry, config)) as client:
+        service = client.app.state.service
+        answers, steps = [], []
+        for _ in range(2):
+            before = service.batcher.stats.batches
+            answer = client.post("/v1/summarize", json={"dialogues": DIALOGUES[1:2]})
+            assert answer.status_code == 200
+            answers.append(answer.json()["summaries"])
+            steps.append(service.batcher.stats.batches - before)
+    assert answers[0] == answers[1]
+    assert service.batcher.draft_memory == memory
+    if memory:
+        assert steps[1] < steps[0]
+    else:
+        assert steps[1] == steps[0]

@@ -131,12 +131,15 @@ class RaggedEngine:
         *,
         per_row_adapters: bool = False,
         lookahead: int = 0,
+        draft_memory: int = 0,
     ) -> None:
         """``per_row_adapters``: each request names its PEFT adapter (``None``: the bare base), as
         in a server holding several; otherwise the model runs as it is. ``lookahead``: up to this
-        many draft tokens per sequence and step, copied from its own text (:mod:`.lookup`)."""
+        many draft tokens per sequence and step, copied from its own text (:mod:`.lookup`), or
+        else from the last ``draft_memory`` outputs of the same adapter (0: its own text only)."""
         self.model = model
         self.lookahead = lookahead
+        self.recent = lookup.Recent(draft_memory) if lookahead and draft_memory else None
         self.stop_ids = {int(i) for i in stop_ids}
         self.slots = slots
         self.cache: RaggedCache | None = None
@@ -171,6 +174,7 @@ class RaggedEngine:
                     self._prefill(request, len(active), on_token)
                     if request.finished:
                         self._cache().clear(len(active))
+                        self._remember(request)
                         if on_done is not None:
                             on_done(request)
                     else:
@@ -195,6 +199,7 @@ class RaggedEngine:
         for i in reversed(range(len(active))):
             if not active[i].finished:
                 continue
+            self._remember(active[i])
             if on_done is not None:
                 on_done(active[i])
             last = len(active) - 1
@@ -255,7 +260,14 @@ class RaggedEngine:
             [r.prompt + r.tokens for r in active],
             [r.max_new_tokens - len(r.tokens) - 1 for r in active],  # a step yields 1 + len(draft)
             self.lookahead,
+            self.recent,
+            [r.adapter for r in active],
         )
+
+    def _remember(self, request: Request) -> None:
+        """A finished output joins the recent ones that drafts may copy from."""
+        if self.recent is not None:
+            self.recent.remember(request.adapter, request.prompt, request.tokens)
 
     def _decode_drafts(
         self, active: list[Request], drafts: list[list[int]], on_token: Callable[[Request, int], None] | None

@@ -14,9 +14,19 @@ thread, all outputs identical): a lone sequence, which runs as two identical row
 (ragged.py), gains most, 1.4x with an adapter and 1.2x zero-shot with two draft tokens; two
 sequences 1.28x; four 1.05x; sixteen nothing (1.00x with one draft token each, 0.87-0.98x with
 two). Hence ``ROWS``.
+
+Where a sequence's own text has no earlier occurrence of its last token, the draft comes from
+the model's **recent outputs** (:class:`Recent`): summaries share their phrasing ("#Person1#
+and #Person2# are talking about ..."), so what followed the same 1-3 tokens in an earlier
+summary is often right. Simulated on the CPU recipe adapter's 500 validation summaries, two
+draft tokens per step: 1.50 tokens per step from the sequence's own text alone, 1.63 with the
+last 32 summaries as well, 1.65 with all earlier ones; zero-shot 1.21 → 1.43.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
 
 MAX_MATCH = 3  # the longest suffix looked up
 MIN_MATCH = 1  # one matching token is enough: a wrong guess costs little in a step this small
@@ -40,14 +50,74 @@ def draft(sequence: list[int], limit: int) -> list[int]:
     return []
 
 
-def drafts(sequences: list[list[int]], rooms: list[int], lookahead: int) -> list[list[int]]:
+class Recent:
+    """What followed each run of 1 to ``MAX_MATCH`` tokens in the last ``outputs`` outputs,
+    separately for each group (an adapter: each writes in its own style); the latest wins.
+
+    Bounded: an output leaving the window takes the entries it was the latest for with it."""
+
+    WIDTH = 16  # tokens kept after each occurrence: more than any lookahead worth checking
+
+    def __init__(self, outputs: int) -> None:
+        self.outputs = outputs
+        self._window: deque[tuple[int, list[tuple[Hashable, ...]]]] = deque()  # (serial, its keys)
+        self._index: dict[tuple[Hashable, ...], tuple[int, list[int]]] = {}  # key -> (serial, tokens)
+        self._serial = 0
+
+    def __len__(self) -> int:
+        return len(self._window)
+
+    def remember(self, group: Hashable, prompt: list[int], tokens: list[int]) -> None:
+        """Add one finished output of ``group`` (``tokens``, generated after ``prompt``)."""
+        if self.outputs <= 0 or not tokens:
+            return
+        # The prompt's last tokens are context too: they predict the output's first tokens.
+        context = prompt[len(prompt) - MAX_MATCH :] if len(prompt) > MAX_MATCH else list(prompt)
+        text = context + tokens
+        serial, keys = self._serial, []
+        self._serial += 1
+        for end in range(max(1, len(context)), len(text)):  # the tokens before ``end``, then what followed
+            for size in range(1, min(MAX_MATCH, end) + 1):
+                key = (group, *text[end - size : end])
+                self._index[key] = (serial, text[end : end + self.WIDTH])
+                keys.append(key)
+        self._window.append((serial, keys))
+        while len(self._window) > self.outputs:
+            gone, gone_keys = self._window.popleft()
+            for key in gone_keys:
+                if self._index.get(key, (None,))[0] == gone:
+                    del self._index[key]
+
+    def draft(self, group: Hashable, sequence: list[int], limit: int) -> list[int]:
+        """Up to ``limit`` tokens that followed the longest suffix of ``sequence`` (``MAX_MATCH``
+        down to ``MIN_MATCH`` tokens) in ``group``'s latest output containing it."""
+        if limit <= 0:
+            return []
+        for size in range(min(MAX_MATCH, len(sequence)), MIN_MATCH - 1, -1):
+            found = self._index.get((group, *sequence[len(sequence) - size :]))
+            if found is not None:
+                return found[1][:limit]
+        return []
+
+
+def drafts(
+    sequences: list[list[int]],
+    rooms: list[int],
+    lookahead: int,
+    recent: Recent | None = None,
+    groups: list[Hashable] | None = None,
+) -> list[list[int]]:
     """The drafts of one decode step: up to ``lookahead`` tokens per sequence, at most ``rooms[i]``
     for sequence ``i``, and at most ``ROWS`` rows in all (one per sequence, one per draft token).
-    Sequences earlier in the list draft first."""
+    Sequences earlier in the list draft first. A sequence whose own text gives no draft takes
+    one from ``recent`` outputs of its group (``groups[i]``)."""
     spare = ROWS - len(sequences)
     out: list[list[int]] = []
-    for sequence, room in zip(sequences, rooms):
-        drafted = draft(sequence, min(lookahead, spare, room))
+    for i, (sequence, room) in enumerate(zip(sequences, rooms)):
+        limit = min(lookahead, spare, room)
+        drafted = draft(sequence, limit)
+        if not drafted and recent is not None:
+            drafted = recent.draft(None if groups is None else groups[i], sequence, limit)
         spare -= len(drafted)
         out.append(drafted)
     return out

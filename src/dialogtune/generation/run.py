@@ -160,6 +160,7 @@ def _generate_ragged(
             slots=settings.batch_size,
             per_row_adapters=adapter_names is not None,
             lookahead=settings.lookahead,
+            draft_memory=settings.draft_memory,
         )
 
     longest = max(len(e) for e in encoded)

@@ -17,10 +17,12 @@ _MAX_INT = 2**31 - 1
 _INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", "max_dialogue_tokens")
 DEFAULT_LOOKAHEAD = 2  # draft tokens per sequence and step (dialogtune.generation.lookup)
 MAX_LOOKAHEAD = 64
+DEFAULT_DRAFT_MEMORY = 64  # recent outputs drafts may copy from (lookup.Recent)
+MAX_DRAFT_MEMORY = 100_000
 MAX_PROCESSES = 256  # each process holds a key/value cache: more than cores is only memory
 # Settings that change how fast, never what: left out of GenerationSettings.identity(), so a
 # resumed run, an experiment stage or a batch job may change them.
-THROUGHPUT_ONLY = ("processes",)
+THROUGHPUT_ONLY = ("processes", "draft_memory")
 
 
 @dataclass
@@ -60,6 +62,13 @@ class GenerationSettings:
             "copied from the dialogue (prompt lookup); the output is the same, token for token; 0: off"
         },
     )
+    draft_memory: int = field(
+        default=DEFAULT_DRAFT_MEMORY,
+        metadata={
+            "help": "a sequence whose own text gives no draft copies one from this many of the model's "
+            "latest outputs (summaries share their phrasing); the output is the same; 0: off"
+        },
+    )
     processes: int = field(
         default=0,
         metadata={
@@ -90,6 +99,7 @@ class GenerationSettings:
             "precision": self.precision in PRECISIONS,
             "engine": self.engine in ENGINES,
             "lookahead": 0 <= self.lookahead <= MAX_LOOKAHEAD,
+            "draft_memory": 0 <= self.draft_memory <= MAX_DRAFT_MEMORY,
             "processes": 0 <= self.processes <= MAX_PROCESSES,
         }
         # Beyond these, torch's integer arguments overflow (a traceback), or memory runs out first.

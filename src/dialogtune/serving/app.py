@@ -102,6 +102,7 @@ class SummarizeService:
                 max_batch_size=config.max_batch_size,
                 max_queued=config.max_queued_dialogues,
                 lookahead=config.lookahead,
+                draft_memory=config.draft_memory,
             )
         else:  # encoder-decoder models: static micro-batches through transformers' generate
             self.batcher = MicroBatcher(

@@ -76,10 +76,13 @@ class ContinuousBatcher:
         max_batch_size: int = 16,
         max_queued: int = 512,
         lookahead: int = 0,
+        draft_memory: int = 0,
     ) -> None:
-        """``lookahead``: draft tokens per step while few requests decode (the engine's)."""
+        """``lookahead``: draft tokens per step while few requests decode; ``draft_memory``: recent
+        answers drafts may copy from (the engine's, :mod:`dialogtune.generation.lookup`)."""
         self.registry = registry
         self.lookahead = lookahead
+        self.draft_memory = draft_memory
         self.build_prompts = build_prompts
         self.max_batch_size = max_batch_size
         self.max_queued = max_queued
@@ -187,6 +190,7 @@ class ContinuousBatcher:
                     slots=self.max_batch_size,
                     per_row_adapters=True,
                     lookahead=self.lookahead,
+                    draft_memory=self.draft_memory,
                 )
             try:
                 engine.run(
