@@ -18,7 +18,9 @@ the shipped one: throughput, and latency under 1, 4 and 16 concurrent clients.
     Each server answers (1) a burst of ``--requests`` concurrent requests (one real DialogSum
     validation dialogue each, adapters round-robin: base, a0, a1, ...), for throughput; then
     (2) closed-loop clients: 1, 4 and 16 clients each sending requests one after another,
-    for latency percentiles (p50/p95; 1 client = single-request latency). Greedy,
+    for latency percentiles (p50/p95; 1 client = single-request latency). Every request
+    carries a dialogue of its own (a server drafting from its recent answers must not be timed
+    on one it answered before). Greedy,
     ``--max-new-tokens`` per request. Memory of each server: RSS once loaded, and the peak
     while serving (sampled every 20 ms from this process).
 
@@ -269,21 +271,23 @@ def drive(
         info = json.loads(line)
         base_url = f"http://127.0.0.1:{info['port']}"
         names = info["adapters_round_robin"]
-        rows = read_split("validation", max(n_requests, 2 * max(CLIENTS)) + 8)
+        # Closed loop: 8 requests for one client, 16 for 4 clients (4 each), 32 for 16 (2 each).
+        per_client = {c: max(2, 8 // c) for c in CLIENTS}
+        # Every request its own dialogue: a server that drafts from its recent answers
+        # (serving.draft_memory) must not be timed on a dialogue it has answered before.
+        rows = read_split("validation", n_requests + sum(c * k for c, k in per_client.items()) + 1)
+        used = iter(range(len(rows) - 1))
 
-        def payload(i: int) -> dict[str, Any]:
+        def payload() -> dict[str, Any]:
+            i = next(used)
             return {
-                "dialogue": rows[i % len(rows)]["dialogue"],
+                "dialogue": rows[i]["dialogue"],
                 "adapter": names[i % len(names)],
                 "options": {"max_new_tokens": max_new_tokens},
             }
 
-        burst = [payload(i) for i in range(n_requests)]
-        # Closed loop: 8 requests for one client, 16 for 4 clients (4 each), 32 for 16 (2 each).
-        loops = {
-            c: [[payload(c * 10 + k * c + j) for k in range(max(2, 8 // c))] for j in range(c)]
-            for c in CLIENTS
-        }
+        burst = [payload() for _ in range(n_requests)]
+        loops = {c: [[payload() for _ in range(per_client[c])] for _ in range(c)] for c in CLIENTS}
         warm = {"dialogue": rows[-1]["dialogue"], "options": {"max_new_tokens": 4}}
         asyncio.run(_fire(base_url, [warm, warm]))  # one-time kernel set-up is not the server's latency
         with PeakRSS(server.pid) as peak:
