@@ -271,7 +271,7 @@ def drive(
         info = json.loads(line)
         base_url = f"http://127.0.0.1:{info['port']}"
         names = info["adapters_round_robin"]
-        # Closed loop: 8 requests for one client, 16 for 4 clients (4 each), 32 for 16 (2 each).
+        # Closed loop: 8 requests for one client, 8 for 4 clients (2 each), 32 for 16 (2 each).
         per_client = {c: max(2, 8 // c) for c in CLIENTS}
         # Every request its own dialogue: a server that drafts from its recent answers
         # (serving.draft_memory) must not be timed on a dialogue it has answered before.

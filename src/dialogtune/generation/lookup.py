@@ -77,9 +77,10 @@ class Recent:
         serial, keys = self._serial, []
         self._serial += 1
         for end in range(max(1, len(context)), len(text)):  # the tokens before ``end``, then what followed
+            following = (serial, text[end : end + self.WIDTH])
             for size in range(1, min(MAX_MATCH, end) + 1):
                 key = (group, *text[end - size : end])
-                self._index[key] = (serial, text[end : end + self.WIDTH])
+                self._index[key] = following
                 keys.append(key)
         self._window.append((serial, keys))
         while len(self._window) > self.outputs:
