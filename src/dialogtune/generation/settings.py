@@ -18,7 +18,7 @@ _INT_FIELDS = ("max_new_tokens", "top_k", "no_repeat_ngram_size", "batch_size", 
 DEFAULT_LOOKAHEAD = 2  # draft tokens per sequence and step (dialogtune.generation.lookup)
 MAX_LOOKAHEAD = 64
 DEFAULT_DRAFT_MEMORY = 64  # recent outputs drafts may copy from (lookup.Recent)
-MAX_DRAFT_MEMORY = 100_000
+MAX_DRAFT_MEMORY = 1024  # each remembered token costs ~800 bytes: 1024 outputs of 512 tokens ~420 MB
 MAX_PROCESSES = 256  # each process holds a key/value cache: more than cores is only memory
 # Settings that change how fast, never what: left out of GenerationSettings.identity(), so a
 # resumed run, an experiment stage or a batch job may change them.
