@@ -94,12 +94,14 @@ def test_drafts_only_while_the_step_is_small(monkeypatch):
     assert RaggedEngine(loaded.model, {-1}, slots=8)._drafts([looping]) == [[]]  # lookahead 0: off
 
 
-@pytest.mark.parametrize("value", [-1, 65])
-def test_bad_lookahead(value):
-    with pytest.raises(ConfigError, match="lookahead"):
-        GenerationSettings(lookahead=value)
-    with pytest.raises(ConfigError, match="lookahead"):
-        ServingConfig(lookahead=value)
+@pytest.mark.parametrize(
+    ("key", "value"), [("lookahead", -1), ("lookahead", 65), ("draft_memory", -1), ("draft_memory", 1025)]
+)
+def test_bad_draft_settings(key, value):
+    with pytest.raises(ConfigError, match=key):
+        GenerationSettings(**{key: value})
+    with pytest.raises(ConfigError, match=key):
+        ServingConfig(**{key: value})
 
 
 def test_per_row_adapters_with_drafts(tiny_adapters):
@@ -211,14 +213,6 @@ def test_the_memory_is_kept_per_adapter(tiny_adapters):
     assert with_memory == [r.tokens for r in requests]
     groups = {key[0] for key in engine.recent._index}
     assert groups == {"a0", "a1", None}
-
-
-@pytest.mark.parametrize("value", [-1, 1025])
-def test_bad_draft_memory(value):
-    with pytest.raises(ConfigError, match="draft_memory"):
-        GenerationSettings(draft_memory=value)
-    with pytest.raises(ConfigError, match="draft_memory"):
-        ServingConfig(draft_memory=value)
 
 
 def test_the_draft_memory_is_not_part_of_a_runs_identity():

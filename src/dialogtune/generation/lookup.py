@@ -72,7 +72,7 @@ class Recent:
         if self.outputs <= 0 or not tokens:
             return
         # The prompt's last tokens are context too: they predict the output's first tokens.
-        context = prompt[len(prompt) - MAX_MATCH :] if len(prompt) > MAX_MATCH else list(prompt)
+        context = prompt[-MAX_MATCH:]
         text = context + tokens
         serial, keys = self._serial, []
         self._serial += 1
