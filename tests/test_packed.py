@@ -107,3 +107,34 @@ def test_packing_can_be_turned_off_to_save_memory(monkeypatch) -> None:
     assert type(pack(_linear(8, 8))) is nn.Linear
     mixed = load_for_inference("random:tiny-llama", precision="bf16")
     assert not any(isinstance(m, PackedLinear) for m in mixed.model.modules())
+
+
+def test_fp32_lora_products_do_not_depend_on_the_row_count() -> None:
+    """PEFT keeps LoRA matrices in fp32; MKL's fp32 kernel rounds 1-3 rows differently from more
+    (on this CPU), which made a server's answers with an unmerged adapter depend on its step's
+    size. Packed, a row gets the same bits in a product of 2, 3, 4 or 16 rows."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(576, 64))
+    model = get_peft_model(model, LoraConfig(r=16, target_modules=["0"], init_lora_weights=False))
+    lora = model.base_model.model[0]
+    assert packed.pack_adapter_linears(model) == 2
+    a, b = lora.lora_A["default"], lora.lora_B["default"]
+    assert isinstance(a, PackedLinear) and isinstance(b, PackedLinear)
+    x = torch.randn(16, 576)
+    with torch.inference_mode():
+        full = b(a(x))
+        for rows in (2, 3, 4, 7):
+            assert torch.equal(b(a(x[:rows])), full[:rows])
+        assert a._packed is not None  # the blocked kernel ran
+    assert torch.allclose(full, F.linear(F.linear(x, a.weight), b.weight), atol=1e-5)
+
+
+def test_the_adapter_server_packs_each_loaded_adapter(tmp_path) -> None:
+    from dialogtune.serving import AdapterRegistry
+    from dialogtune.serving.demo_adapters import make_random_adapter
+
+    registry = AdapterRegistry(load_for_adapters("random:tiny-llama"))
+    registry.load("a0", str(make_random_adapter("random:tiny-llama", tmp_path / "a0", seed=1, r=4)))
+    loras = [m for m in registry.loaded.model.modules() if hasattr(m, "lora_A") and "a0" in m.lora_A]
+    assert loras and all(isinstance(m.lora_A["a0"], PackedLinear) for m in loras)
+    assert all(isinstance(m.lora_B["a0"], PackedLinear) for m in loras)

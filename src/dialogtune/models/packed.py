@@ -15,8 +15,17 @@ A third case made it worth more than the reorder: a single-row product with a 3-
 that copied the whole 49k x 576 output weight first, 190 ms per prompt; the packed kernel takes
 it as it is.
 
-Only for inference: a layer whose weight needs gradients, lives off the CPU or is not bf16 uses
-``F.linear`` as before. The blocked copy costs the layer's weight size again in memory (270 MB
+**fp32 LoRA matrices** (:func:`pack_adapter_linears`): PEFT keeps an adapter's matrices in fp32.
+``F.linear`` in fp32 goes to MKL, whose kernel for 1-3 rows (and, on two threads, for other small
+row counts) rounds differently from its kernel for more rows: measured on this CPU, a LoRA product
+of 2 rows differs in the last bits from the same rows inside a product of 4 or 16. In bf16 that
+ulp moves the rounding of the layer's output, and a server's answer with an unmerged adapter then
+depended on how many rows its step had: with draft tokens (more rows) 6 of 20 answers changed.
+oneDNN's blocked fp32 kernel gives each row the same bits at any row count from 2 (tested), so
+the server's LoRA matrices use it too; at 1-16 rows it costs ~8 us more per small product.
+
+Only for inference: a layer whose weight needs gradients, lives off the CPU or is neither bf16
+nor (through :func:`pack_adapter_linears`) fp32 uses ``F.linear`` as before. The blocked copy costs the layer's weight size again in memory (270 MB
 for SmolLM2-135M); ``DIALOGTUNE_PACKED_WEIGHTS=0`` in the environment turns it off. Writes
 through ``weight.data`` (which PyTorch does not count as changes) are not seen: call
 :meth:`PackedLinear.unpack` after such a write.
@@ -34,9 +43,8 @@ from torch.nn import functional as F
 LAYOUT_ROWS = 16
 
 
-def available() -> bool:
-    """Whether this PyTorch has oneDNN with native bf16 on this CPU (else packing buys nothing),
-    and the user has not turned packing off (``DIALOGTUNE_PACKED_WEIGHTS=0``: saves the memory)."""
+def _onednn() -> bool:
+    """oneDNN's blocked linear kernel is present (any precision) and packing is not turned off."""
     if os.environ.get("DIALOGTUNE_PACKED_WEIGHTS", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     mkldnn = getattr(torch.ops, "mkldnn", None)
@@ -45,8 +53,13 @@ def available() -> bool:
         and mkldnn is not None
         and hasattr(mkldnn, "_reorder_linear_weight")
         and hasattr(mkldnn, "_linear_pointwise")
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
+
+
+def available() -> bool:
+    """Whether this PyTorch has oneDNN with native bf16 on this CPU (else packing buys nothing),
+    and the user has not turned packing off (``DIALOGTUNE_PACKED_WEIGHTS=0``: saves the memory)."""
+    return _onednn() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class PackedLinear(nn.Linear):
@@ -59,8 +72,8 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         if (
-            weight.dtype != torch.bfloat16
-            or x.dtype != torch.bfloat16
+            weight.dtype not in (torch.bfloat16, torch.float32)
+            or x.dtype != weight.dtype
             or weight.device.type != "cpu"
             or (weight.requires_grad and torch.is_grad_enabled())
         ):
@@ -89,6 +102,22 @@ def pack(linear: nn.Linear) -> nn.Linear:
     if _packable(linear) and available():
         linear.__class__ = PackedLinear
     return linear
+
+
+def pack_adapter_linears(model: nn.Module) -> int:
+    """:func:`pack` the fp32 matrices of every LoRA layer of ``model`` (a server's unmerged
+    adapters), so that a row's adapter output does not depend on the number of rows (see the
+    module docstring); returns how many. Call again after loading an adapter."""
+    if not _onednn():
+        return 0
+    count = 0
+    for module in model.modules():
+        for name in ("lora_A", "lora_B"):
+            for layer in getattr(module, name, {}).values():
+                if type(layer) is nn.Linear and layer.weight.dtype == torch.float32:
+                    layer.__class__ = PackedLinear
+                    count += 1
+    return count
 
 
 def pack_linears(model: nn.Module) -> int:
