@@ -112,20 +112,20 @@ def test_packing_can_be_turned_off_to_save_memory(monkeypatch) -> None:
 def test_fp32_lora_products_do_not_depend_on_the_row_count() -> None:
     """PEFT keeps LoRA matrices in fp32; MKL's fp32 kernel rounds 1-3 rows differently from more
     (on this CPU), which made a server's answers with an unmerged adapter depend on its step's
-    size. Packed, a row gets the same bits in a product of 2, 3, 4 or 16 rows."""
+    size. Padded to 16 rows, a row gets the same bits in a product of 1, 2, 3, 4, 7, 16 or 32 rows."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(576, 64))
     model = get_peft_model(model, LoraConfig(r=16, target_modules=["0"], init_lora_weights=False))
     lora = model.base_model.model[0]
     assert packed.pack_adapter_linears(model) == 2
     a, b = lora.lora_A["default"], lora.lora_B["default"]
-    assert isinstance(a, PackedLinear) and isinstance(b, PackedLinear)
-    x = torch.randn(16, 576)
+    assert isinstance(a, packed.PaddedRowsLinear) and isinstance(b, packed.PaddedRowsLinear)
+    x = torch.randn(32, 576)
     with torch.inference_mode():
         full = b(a(x))
-        for rows in (2, 3, 4, 7):
+        for rows in (1, 2, 3, 4, 7, 16):
             assert torch.equal(b(a(x[:rows])), full[:rows])
-        assert a._packed is not None  # the blocked kernel ran
+        assert torch.equal(b(a(x[:3].view(1, 3, 576))), full[:3].view(1, 3, 64))  # a 3-d input too
     assert torch.allclose(full, F.linear(F.linear(x, a.weight), b.weight), atol=1e-5)
 
 
@@ -136,5 +136,5 @@ def test_the_adapter_server_packs_each_loaded_adapter(tmp_path) -> None:
     registry = AdapterRegistry(load_for_adapters("random:tiny-llama"))
     registry.load("a0", str(make_random_adapter("random:tiny-llama", tmp_path / "a0", seed=1, r=4)))
     loras = [m for m in registry.loaded.model.modules() if hasattr(m, "lora_A") and "a0" in m.lora_A]
-    assert loras and all(isinstance(m.lora_A["a0"], PackedLinear) for m in loras)
-    assert all(isinstance(m.lora_B["a0"], PackedLinear) for m in loras)
+    assert loras and all(isinstance(m.lora_A["a0"], packed.PaddedRowsLinear) for m in loras)
+    assert all(isinstance(m.lora_B["a0"], packed.PaddedRowsLinear) for m in loras)

@@ -21,11 +21,14 @@ row counts) rounds differently from its kernel for more rows: measured on this C
 of 2 rows differs in the last bits from the same rows inside a product of 4 or 16. In bf16 that
 ulp moves the rounding of the layer's output, and a server's answer with an unmerged adapter then
 depended on how many rows its step had: with draft tokens (more rows) 6 of 20 answers changed.
-oneDNN's blocked fp32 kernel gives each row the same bits at any row count from 2 (tested), so
-the server's LoRA matrices use it too; at 1-16 rows it costs ~8 us more per small product.
+So the server's LoRA matrices compute a product of fewer than 16 rows as 16 rows (zeros added,
+:class:`PaddedRowsLinear`): every row, a lone one included, then gets the bits it gets in any
+larger product (tested at the real shapes, 1 and 2 threads), for ~5-7 us more per small product
+and no extra memory. (oneDNN's blocked fp32 kernel is row-count-independent too, from 2 rows, but
+its copies of the small matrices cost ~48 MB per r16 adapter, and it differs at 1 row.)
 
-Only for inference: a layer whose weight needs gradients, lives off the CPU or is neither bf16
-nor (through :func:`pack_adapter_linears`) fp32 uses ``F.linear`` as before. The blocked copy costs the layer's weight size again in memory (270 MB
+Only for inference: a layer whose weight needs gradients, lives off the CPU or is not bf16 uses
+``F.linear`` as before. The blocked copy costs the layer's weight size again in memory (270 MB
 for SmolLM2-135M); ``DIALOGTUNE_PACKED_WEIGHTS=0`` in the environment turns it off. Writes
 through ``weight.data`` (which PyTorch does not count as changes) are not seen: call
 :meth:`PackedLinear.unpack` after such a write.
@@ -72,8 +75,8 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         if (
-            weight.dtype not in (torch.bfloat16, torch.float32)
-            or x.dtype != weight.dtype
+            weight.dtype != torch.bfloat16
+            or x.dtype != torch.bfloat16
             or weight.device.type != "cpu"
             or (weight.requires_grad and torch.is_grad_enabled())
         ):
@@ -104,18 +107,34 @@ def pack(linear: nn.Linear) -> nn.Linear:
     return linear
 
 
+# fp32 products of fewer rows than this are computed as this many (zero rows added): MKL rounds a
+# row alike in every product of 12 or more rows (checked, 1 and 2 threads, every LoRA shape).
+PAD_ROWS = 16
+
+
+class PaddedRowsLinear(nn.Linear):
+    """An fp32 ``nn.Linear`` whose products of fewer than :data:`PAD_ROWS` rows are computed as
+    ``PAD_ROWS`` rows, so that a row's bits do not depend on how many rows came with it (1 included)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if self.weight.dtype != torch.float32 or x.dtype != torch.float32 or rows >= PAD_ROWS or rows == 0:
+            return F.linear(x, self.weight, self.bias)
+        padded = x.new_zeros(PAD_ROWS, x.shape[-1])
+        padded[:rows] = x.reshape(rows, -1)
+        return F.linear(padded, self.weight, self.bias)[:rows].reshape(*x.shape[:-1], -1)
+
+
 def pack_adapter_linears(model: nn.Module) -> int:
-    """:func:`pack` the fp32 matrices of every LoRA layer of ``model`` (a server's unmerged
-    adapters), so that a row's adapter output does not depend on the number of rows (see the
-    module docstring); returns how many. Call again after loading an adapter."""
-    if not _onednn():
-        return 0
+    """Make the fp32 matrices of every LoRA layer of ``model`` (a server's unmerged adapters)
+    :class:`PaddedRowsLinear`, so that a row's adapter output does not depend on the number of
+    rows (see the module docstring); returns how many. Call again after loading an adapter."""
     count = 0
     for module in model.modules():
         for name in ("lora_A", "lora_B"):
             for layer in getattr(module, name, {}).values():
                 if type(layer) is nn.Linear and layer.weight.dtype == torch.float32:
-                    layer.__class__ = PackedLinear
+                    layer.__class__ = PaddedRowsLinear
                     count += 1
     return count
 
