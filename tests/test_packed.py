@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dialogtune.generation import GenerationSettings, generate
-from dialogtune.models import packed
+from dialogtune.models import lora_rows, packed
 from dialogtune.models.inference import load_for_adapters, load_for_inference
 from dialogtune.models.loading import load_model
 from dialogtune.models.mixed import LowPrecisionLinear
@@ -117,9 +117,9 @@ def test_fp32_lora_products_do_not_depend_on_the_row_count() -> None:
     model = nn.Sequential(nn.Linear(576, 64))
     model = get_peft_model(model, LoraConfig(r=16, target_modules=["0"], init_lora_weights=False))
     lora = model.base_model.model[0]
-    assert packed.pack_adapter_linears(model) == 2
+    assert lora_rows.pad_adapter_rows(model) == 2
     a, b = lora.lora_A["default"], lora.lora_B["default"]
-    assert isinstance(a, packed.PaddedRowsLinear) and isinstance(b, packed.PaddedRowsLinear)
+    assert isinstance(a, lora_rows.PaddedRowsLinear) and isinstance(b, lora_rows.PaddedRowsLinear)
     x = torch.randn(32, 576)
     with torch.inference_mode():
         full = b(a(x))
@@ -136,5 +136,5 @@ def test_the_adapter_server_packs_each_loaded_adapter(tmp_path) -> None:
     registry = AdapterRegistry(load_for_adapters("random:tiny-llama"))
     registry.load("a0", str(make_random_adapter("random:tiny-llama", tmp_path / "a0", seed=1, r=4)))
     loras = [m for m in registry.loaded.model.modules() if hasattr(m, "lora_A") and "a0" in m.lora_A]
-    assert loras and all(isinstance(m.lora_A["a0"], packed.PaddedRowsLinear) for m in loras)
-    assert all(isinstance(m.lora_B["a0"], packed.PaddedRowsLinear) for m in loras)
+    assert loras and all(isinstance(m.lora_A["a0"], lora_rows.PaddedRowsLinear) for m in loras)
+    assert all(isinstance(m.lora_B["a0"], lora_rows.PaddedRowsLinear) for m in loras)

@@ -24,8 +24,9 @@ from dialogtune.models.adapters import attach_adapter
 from dialogtune.models.loaded import LoadedModel
 from dialogtune.models.loading import choose_device, load_model
 from dialogtune.models.logits import refine_logits
+from dialogtune.models.lora_rows import pad_adapter_rows
 from dialogtune.models.mixed import mix_precision
-from dialogtune.models.packed import pack_adapter_linears, pack_linears
+from dialogtune.models.packed import pack_linears
 from dialogtune.models.precision import DTYPES, resolve_precision
 from dialogtune.models.specs import resolve_spec
 
@@ -90,5 +91,5 @@ def load_for_adapters(
     loaded = load_model(model, dtype=precision, device=device, adapter=adapter)
     refine_logits(loaded.model)
     pack_linears(loaded.model)  # bf16 weights laid out once for the CPU kernel (models/packed.py)
-    pack_adapter_linears(loaded.model)  # fp32 LoRA products whose rows do not depend on the row count
+    pad_adapter_rows(loaded.model)  # fp32 LoRA products whose rows do not depend on the row count
     return loaded

@@ -5,9 +5,9 @@ A model thread runs the ragged engine (:mod:`dialogtune.generation.engine`) over
 into a free slot before the next step and starts producing tokens at once, instead of
 waiting for the whole batch to finish (what a static micro-batcher does); a finished
 sequence frees its slot immediately. The engine's outputs do not depend on the batch, so a
-response is the same whatever else the server is doing (for the base model, merged adapters and
-one unmerged adapter at any precision, its fp32 LoRA products in a row-count-independent kernel:
-models/packed.py; a step mixing several unmerged adapters may round a lone row of one differently).
+response is the same whatever else the server is doing (for the base model and merged adapters
+at any precision, and for unmerged adapters whatever the size of the step: their fp32 LoRA products
+are padded to a row count whose rounding does not depend on it, models/lora_rows.py).
 
 Work that changes the model (loading an adapter, a self-check) runs on the same thread
 between two decode steps (:meth:`run_exclusive`). Beam search, which the engine does not

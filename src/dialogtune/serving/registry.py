@@ -50,7 +50,7 @@ from dialogtune.methods import all_methods, method_for_adapter_config
 from dialogtune.models.adapters import attach_adapter, check_adapter
 from dialogtune.models.contract import InferenceContract, read_contract
 from dialogtune.models.loading import LoadedModel
-from dialogtune.models.packed import pack_adapter_linears
+from dialogtune.models.lora_rows import pad_adapter_rows
 from dialogtune.prompts import PromptTemplate
 from dialogtune.serving.schemas import ADAPTER_NAME_PATTERN, AdapterInfo
 
@@ -214,7 +214,7 @@ class AdapterRegistry:
         bare = None if isinstance(self.loaded.model, PeftModel) else self.loaded.model
         try:
             attach_adapter(self.loaded, folder, trainable=False, name=name)
-            pack_adapter_linears(self.loaded.model)  # row-count-independent LoRA products (models/packed.py)
+            pad_adapter_rows(self.loaded.model)  # row-count-independent LoRA products (models/lora_rows.py)
             self.loaded.adapter = None  # the registry's base has no "current" adapter
             problem = self.self_check()  # the base and the adapters loaded before
             try:
