@@ -22,6 +22,9 @@ prompt unless a side says otherwise. Sides:
 - ``engine-bf16-lean-prompt-one-process``: the same in one process (``generation.processes: 1``):
   with ``--threads 2`` or more, what the engine processes (:mod:`dialogtune.generation.processes`)
   add over intra-op threads.
+- ``engine-bf16-lean-prompt-32-slots``: the fast path with 32 sequences decoding at once instead of
+  ``--batch-size`` (the engine's most, :data:`dialogtune.generation.ragged.MAX_ROWS`): the engine's
+  summaries do not depend on it (checked against ``engine-bf16-lean-prompt``), only its speed does.
 
 With ``--threads 1`` (the default: stable ratios on a shared machine) every side runs on one
 core and the engine in one process; with ``--threads N`` every side may use N cores: torch's
@@ -54,6 +57,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import read_split, save  # noqa: E402
 
 from dialogtune.generation import GenerationSettings, build_prompts, generate  # noqa: E402
+from dialogtune.generation.ragged import MAX_ROWS  # noqa: E402
 from dialogtune.models import load_model  # noqa: E402
 from dialogtune.models.inference import load_for_adapters, load_for_inference  # noqa: E402
 from dialogtune.prompts import PromptTemplate  # noqa: E402
@@ -113,6 +117,7 @@ def main() -> None:
     one = GenerationSettings(**{**settings.to_dict(), "batch_size": 1, "lookahead": 0, "processes": 1})
     one_drafts = GenerationSettings(**{**settings.to_dict(), "batch_size": 1, "processes": 1})
     one_process = GenerationSettings(**{**settings.to_dict(), "processes": 1})
+    wide = GenerationSettings(**{**settings.to_dict(), "batch_size": MAX_ROWS})
     cast = load_for_adapters(args.model, precision="bf16")  # every weight and activation in bf16
     models = {
         "fp32": load_model(args.model, dtype="fp32"),
@@ -137,6 +142,9 @@ def main() -> None:
         "engine-bf16-lean-prompt": lambda: generate(bf16, dialogues, settings, LEAN, progress=False).texts,
         "engine-bf16-lean-prompt-one-process": lambda: (
             generate(bf16, dialogues, one_process, LEAN, progress=False).texts
+        ),
+        "engine-bf16-lean-prompt-32-slots": lambda: (
+            generate(bf16, dialogues, wide, LEAN, progress=False).texts
         ),
     }
     if args.sides:
@@ -179,6 +187,12 @@ def main() -> None:
             for a, b in zip(texts["engine-bf16-lean-prompt"], texts["engine-bf16-lean-prompt-one-process"])
         )
         if {"engine-bf16-lean-prompt", "engine-bf16-lean-prompt-one-process"} <= set(texts)
+        else None,
+        "slots_32_equal_slots_16": sum(
+            a == b
+            for a, b in zip(texts["engine-bf16-lean-prompt"], texts["engine-bf16-lean-prompt-32-slots"])
+        )
+        if {"engine-bf16-lean-prompt", "engine-bf16-lean-prompt-32-slots"} <= set(texts)
         else None,
         "drafts_equal_no_drafts": sum(a == b for a, b in zip(texts[plain], texts[drafted])) if both else None,
         "drafts_speedup_one_at_a_time": round(seconds[plain] / seconds[drafted], 2) if both else None,

@@ -35,7 +35,7 @@ from transformers import (
 )
 
 from dialogtune.generation import lookup, uniform_rows
-from dialogtune.generation.ragged import ATTENTION, RaggedCache
+from dialogtune.generation.ragged import ATTENTION, MAX_ROWS, RaggedCache
 from dialogtune.generation.settings import GenerationSettings
 from dialogtune.generation.uniform_rows import BASE_ROW
 from dialogtune.methods import method_of_model
@@ -141,7 +141,9 @@ class RaggedEngine:
         self.lookahead = lookahead
         self.recent = lookup.Recent(draft_memory) if lookahead and draft_memory else None
         self.stop_ids = {int(i) for i in stop_ids}
-        self.slots = slots
+        # More rows per step would round differently (ragged.MAX_ROWS); beyond 16 rows a step's
+        # products are compute-bound anyway (32 vs 64 slots: 3% on SmolLM2, one thread).
+        self.slots = min(slots, MAX_ROWS)
         self.cache: RaggedCache | None = None
         self.config = innermost(model).config
         self.per_row_adapters = per_row_adapters

@@ -14,9 +14,13 @@ So, for decoder-only models:
 * every sequence owns a cache slot and its keys start at position 0 of the slot, the unused
   tail being zeros; decoding attends over the first ``L`` positions, ``L`` the longest length
   rounded up to a multiple of 64, with the tail masked. Scores and the weighted sum are fp32
-  matrix products whose reduction runs from position 0, so a zero tail adds exact zeros and a
-  sequence gets the same bits in a batch of 16 as alone;
-* a decode step never runs with one row (a single sequence is run twice).
+  matrix products whose reduction runs from position 0, in fixed chunks of 256 positions
+  (:func:`weighted_sum`), so a zero tail adds exact zeros and a sequence gets the same bits in
+  a batch of 16 as alone;
+* a decode step never runs with one row (a single sequence is run twice), nor with more than
+  :data:`MAX_ROWS` (oneDNN's bf16 kernel rounds a product of 33 or more rows differently from
+  one of 2-32, measured at every SmolLM2 shape on one and two threads): the engine decodes at
+  most that many sequences at once.
 
 With these, a sequence's output does not depend on what else is being generated — batch size,
 order, or the other requests a server is handling — at any precision (tested).
@@ -33,6 +37,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "dialogtune_ragged"
 ALIGN = 64  # decode attends over a multiple of this many positions (see the module docstring)
+MAX_ROWS = 32  # rows of a decode step at most (see the module docstring)
+CHUNK = 256  # positions per product of the weighted sum (weighted_sum); a multiple of ALIGN
 Group = tuple[int, int, "slice | torch.Tensor"]  # rows [start, stop) and the cache slots they read
 
 
@@ -79,7 +85,24 @@ def _attend(
         scores = torch.matmul(grouped, key.float().transpose(-1, -2)) * scale
         unused = torch.arange(positions, device=key.device) >= lengths.view(rows, 1, 1, 1)
         weights = torch.softmax(scores.masked_fill(unused, float("-inf")), dim=-1)
-        return torch.matmul(weights, value.float()).to(query.dtype)
+        return weighted_sum(weights, value.float()).to(query.dtype)
+
+
+def weighted_sum(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``weights @ value`` over the positions, in products of at most :data:`CHUNK` positions
+    added in order, so that a row's bits do not depend on how many positions the step spans.
+
+    One product over all ``L`` positions does not give that: past a few hundred positions the
+    matrix kernel (MKL) splits its sum over ``L`` into blocks whose size depends on ``L`` (448
+    positions: two halves of 224), so a row of 250 keys summed over a span of 448 got other bits
+    than over its own 256, and a summary changed with the other sequences beside it (measured
+    on SmolLM2: 5 of 64 validation summaries differed between batches of 16 and 32). Chunks start at position 0 and have a fixed size; a chunk past
+    a row's length adds exact zeros."""
+    positions = value.shape[-2]
+    out = torch.matmul(weights[..., :CHUNK], value[..., :CHUNK, :])
+    for start in range(CHUNK, positions, CHUNK):
+        out = out + torch.matmul(weights[..., start : start + CHUNK], value[..., start : start + CHUNK, :])
+    return out
 
 
 def row_groups(slots: list[int]) -> list[Group]:
