@@ -141,9 +141,11 @@ class RaggedEngine:
         self.lookahead = lookahead
         self.recent = lookup.Recent(draft_memory) if lookahead and draft_memory else None
         self.stop_ids = {int(i) for i in stop_ids}
-        # More rows per step would round differently (ragged.MAX_ROWS); beyond 16 rows a step's
-        # products are compute-bound anyway (32 vs 64 slots: 3% on SmolLM2, one thread).
-        self.slots = min(slots, MAX_ROWS)
+        # On a CPU more rows per step would round differently (ragged.MAX_ROWS), and past 16 rows
+        # a step's products are compute-bound anyway (32 vs 64 slots: 3% on SmolLM2, one thread).
+        # A GPU's kernels were not measured here; it gets the slots asked for.
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.slots = min(slots, MAX_ROWS) if on_cpu else slots
         self.cache: RaggedCache | None = None
         self.config = innermost(model).config
         self.per_row_adapters = per_row_adapters

@@ -19,8 +19,8 @@ So, for decoder-only models:
   a batch of 16 as alone;
 * a decode step never runs with one row (a single sequence is run twice), nor with more than
   :data:`MAX_ROWS` (oneDNN's bf16 kernel rounds a product of 33 or more rows differently from
-  one of 2-32, measured at every SmolLM2 shape on one and two threads): the engine decodes at
-  most that many sequences at once.
+  one of 2-32, measured at every SmolLM2 shape on one and two threads): on a CPU the engine
+  decodes at most that many sequences at once.
 
 With these, a sequence's output does not depend on what else is being generated — batch size,
 order, or the other requests a server is handling — at any precision (tested).
