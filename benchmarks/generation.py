@@ -159,6 +159,11 @@ def main() -> None:
         print(f"{name:<28} {seconds[name]:8.1f} s", flush=True)
 
     reference = texts["batched-fp32"]
+
+    def agree(a: str, b: str) -> int | None:
+        """How many summaries sides ``a`` and ``b`` share (None when either did not run)."""
+        return sum(x == y for x, y in zip(texts[a], texts[b])) if {a, b} <= set(texts) else None
+
     plain, drafted = "engine-bf16-one-at-a-time", "engine-bf16-one-at-a-time-drafts"
     both = {plain, drafted} <= set(texts)
     result = {
@@ -177,28 +182,14 @@ def main() -> None:
             }
             for name in sides
         },
-        "engine_batched_equals_one_at_a_time": sum(
-            a == b for a, b in zip(texts["engine-bf16"], texts["engine-bf16-one-at-a-time"])
-        )
-        if {"engine-bf16", "engine-bf16-one-at-a-time"} <= set(texts)
-        else None,
-        "processes_equal_one_process": sum(
-            a == b
-            for a, b in zip(texts["engine-bf16-lean-prompt"], texts["engine-bf16-lean-prompt-one-process"])
-        )
-        if {"engine-bf16-lean-prompt", "engine-bf16-lean-prompt-one-process"} <= set(texts)
-        else None,
-        "slots_32_equal_slots_16": sum(
-            a == b
-            for a, b in zip(texts["engine-bf16-lean-prompt"], texts["engine-bf16-lean-prompt-32-slots"])
-        )
-        if {"engine-bf16-lean-prompt", "engine-bf16-lean-prompt-32-slots"} <= set(texts)
-        else None,
-        "drafts_equal_no_drafts": sum(a == b for a, b in zip(texts[plain], texts[drafted])) if both else None,
+        "engine_batched_equals_one_at_a_time": agree("engine-bf16", "engine-bf16-one-at-a-time"),
+        "processes_equal_one_process": agree(
+            "engine-bf16-lean-prompt", "engine-bf16-lean-prompt-one-process"
+        ),
+        "slots_32_equal_slots_16": agree("engine-bf16-lean-prompt", "engine-bf16-lean-prompt-32-slots"),
+        "drafts_equal_no_drafts": agree(plain, drafted),
         "drafts_speedup_one_at_a_time": round(seconds[plain] / seconds[drafted], 2) if both else None,
-        "notebook_equals_batched_fp32": sum(a == b for a, b in zip(texts["notebook"], reference))
-        if "notebook" in texts
-        else None,
+        "notebook_equals_batched_fp32": agree("notebook", "batched-fp32"),
         "targets": {"fast path vs batched fp32": ">= 3x", "fast path vs notebook": ">= 10x"},
     }
     name = "generation-sides" if args.sides else "generation"

@@ -37,7 +37,7 @@ def test_a_row_gets_the_same_attention_whatever_the_span_of_the_step(length) -> 
     longer one's. Same bits either way (the old single product differed from ~330 keys on)."""
     own = max(ALIGN, -(-length // ALIGN) * ALIGN)
     query, keys, values = _slots(2, [length, 1024], 1024)
-    lengths = torch.tensor([length + 0, 1024])
+    lengths = torch.tensor([length, 1024])
     scale = DIM**-0.5
     alone = _attend(query[:1], keys[:1, :, :own], values[:1, :, :own], lengths[:1], scale)
     for span in range(own, 1025, ALIGN):
@@ -80,6 +80,9 @@ def test_the_engine_decodes_at_most_max_rows_sequences_at_once() -> None:
     model = load_model("random:tiny-llama").model
     assert engine.RaggedEngine(model, [0], slots=64).slots == MAX_ROWS
     assert engine.RaggedEngine(model, [0], slots=8).slots == 8
+    # the memory estimate (engine processes decide on it) counts the slots the engine will have
+    assert engine.cache_bytes(model, 64, 10, 5) == engine.cache_bytes(model, MAX_ROWS, 10, 5)
+    assert engine.cache_bytes(model, 8, 10, 5) < engine.cache_bytes(model, MAX_ROWS, 10, 5)
 
 
 def test_an_engine_off_the_cpu_takes_the_slots_asked_for() -> None:

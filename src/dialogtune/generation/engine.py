@@ -106,11 +106,23 @@ def make_request(
     )
 
 
+def decode_slots(model: torch.nn.Module, slots: int) -> int:
+    """How many sequences the engine decodes at once when ``slots`` are asked for.
+
+    On a CPU more rows per step would round differently (ragged.MAX_ROWS), and past 16 rows a
+    step's products are compute-bound anyway (32 vs 64 slots: 3% on SmolLM2, one thread). A
+    GPU's kernels were not measured here; it gets the slots asked for."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return min(slots, MAX_ROWS) if on_cpu else slots
+
+
 def cache_bytes(model: torch.nn.Module, slots: int, prompt_tokens: int, max_new_tokens: int) -> int:
-    """The memory of the engine's cache for ``slots`` sequences sized for a prompt of
-    ``prompt_tokens`` tokens (what :meth:`RaggedEngine._prefill` asks for), fp32 keys and values."""
+    """The memory of the engine's cache when ``slots`` are asked for (:func:`decode_slots`),
+    sized for a prompt of ``prompt_tokens`` tokens (what :meth:`RaggedEngine._prefill` asks
+    for), fp32 keys and values."""
     layers, kv_heads, head_dim = _cache_shape(innermost(model).config)
-    return RaggedCache.nbytes(layers, slots, prompt_tokens + max_new_tokens + 1, kv_heads, head_dim)
+    rows = decode_slots(model, slots)
+    return RaggedCache.nbytes(layers, rows, prompt_tokens + max_new_tokens + 1, kv_heads, head_dim)
 
 
 def _cache_shape(config: Any) -> tuple[int, int, int]:
@@ -141,11 +153,7 @@ class RaggedEngine:
         self.lookahead = lookahead
         self.recent = lookup.Recent(draft_memory) if lookahead and draft_memory else None
         self.stop_ids = {int(i) for i in stop_ids}
-        # On a CPU more rows per step would round differently (ragged.MAX_ROWS), and past 16 rows
-        # a step's products are compute-bound anyway (32 vs 64 slots: 3% on SmolLM2, one thread).
-        # A GPU's kernels were not measured here; it gets the slots asked for.
-        on_cpu = next(model.parameters()).device.type == "cpu"
-        self.slots = min(slots, MAX_ROWS) if on_cpu else slots
+        self.slots = decode_slots(model, slots)
         self.cache: RaggedCache | None = None
         self.config = innermost(model).config
         self.per_row_adapters = per_row_adapters

@@ -96,8 +96,8 @@ def weighted_sum(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     matrix kernel (MKL) splits its sum over ``L`` into blocks whose size depends on ``L`` (448
     positions: two halves of 224), so a row of 250 keys summed over a span of 448 got other bits
     than over its own 256, and a summary changed with the other sequences beside it (measured
-    on SmolLM2: 5 of 64 validation summaries differed between batches of 16 and 32). Chunks start at position 0 and have a fixed size; a chunk past
-    a row's length adds exact zeros."""
+    on SmolLM2: 5 of 64 validation summaries differed between batches of 16 and 32). Chunks
+    start at position 0 and have a fixed size; a chunk past a row's length adds exact zeros."""
     positions = value.shape[-2]
     out = torch.matmul(weights[..., :CHUNK], value[..., :CHUNK, :])
     for start in range(CHUNK, positions, CHUNK):
